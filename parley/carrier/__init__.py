@@ -1,0 +1,1 @@
+"""SMS carriers: one gateway interface, and the built-in carrier simulator."""

@@ -1,0 +1,1 @@
+"""The server shell: HTTP and WebSocket layers around the core and the store."""

@@ -1,0 +1,146 @@
+"""Assembles the server: store, carrier, directory, hub, HTTP and WebSocket routes.
+
+Dependencies are built here once and passed down through constructors; nothing below
+reaches for a global.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
+
+from parley.carrier.base import SmsGateway
+from parley.carrier.simulator import CarrierSimulator
+from parley.errors import ApiError
+from parley.server.config import ServerConfig
+from parley.server.directory import Directory
+from parley.server.http_api import Api, error_response
+from parley.server.hub import Hub
+from parley.server.limits import Limiter
+from parley.server.openapi import openapi_document
+from parley.server.ws import serve_device
+from parley.store.base import Store
+from parley.store.sqlite import SqliteStore
+from parley.wire import ErrorBody, ErrorInfo, json_encode
+
+log = logging.getLogger("parley.server")
+
+SMS_SENDER = "Parley"  # the alphanumeric sender id codes come from
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def make_id(prefix: str) -> str:
+    return prefix + secrets.token_urlsafe(12)
+
+
+def load_or_create_secret(path: str) -> bytes:
+    """The server's own secret (keys code hashes), made once and kept private."""
+    try:
+        with open(path, "rb") as file:
+            return file.read()
+    except FileNotFoundError:
+        secret = secrets.token_bytes(32)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "wb") as file:
+            file.write(secret)
+        return secret
+
+
+def build_app(
+    config: ServerConfig,
+    store: Store | None = None,
+    gateway: SmsGateway | None = None,
+    clock: Callable[[], int] = wall_clock_ms,
+) -> Starlette:
+    os.makedirs(config.data_dir, mode=0o700, exist_ok=True)
+    store = store or SqliteStore(config.database_path)
+    simulator: CarrierSimulator | None = None
+    if gateway is None:
+        if config.carrier != "sim":
+            raise ValueError(f"unknown carrier {config.carrier!r}; this build has: sim")
+        simulator = CarrierSimulator(clock, lambda: make_id("s"))
+        gateway = simulator
+    elif isinstance(gateway, CarrierSimulator):
+        simulator = gateway
+    limiter = Limiter(clock, enabled=config.rate_limits)
+    secret = load_or_create_secret(config.secret_path)
+    directory = Directory(store, gateway, limiter, secret, clock, make_id, SMS_SENDER)
+    hub = Hub(store, directory, clock)
+    api = Api(directory, hub, store, clock, gateway.name, simulator)
+
+    async def websocket_endpoint(websocket: WebSocket) -> None:
+        await serve_device(websocket, directory, hub, store, clock, config.push_window)
+
+    async def openapi(request: Request) -> Response:
+        return JSONResponse(openapi_document())
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"ok": True, "connected_devices": hub.connected})
+
+    async def expire_loop() -> None:
+        ttl_ms = int(config.message_ttl_days * 86_400_000)
+        while True:
+            dropped = await store.expire(clock() - ttl_ms)
+            if dropped:
+                log.info("expired %d queued envelopes older than %s days", dropped, config.message_ttl_days)
+            await asyncio.sleep(config.expiry_interval_s)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await store.open()
+        expiry = asyncio.create_task(expire_loop())
+        try:
+            yield
+        finally:
+            expiry.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await expiry
+            await store.close()
+
+    handlers = api.handlers()
+    routes: list[Route | WebSocketRoute] = []
+    for path in dict.fromkeys(path for _, path in handlers):
+        methods = {method: handler for (method, route_path), handler in handlers.items() if route_path == path}
+        routes.append(Route(path, _dispatch(methods), methods=list(methods)))
+    routes += [
+        Route("/openapi.json", openapi),
+        Route("/healthz", healthz),
+        WebSocketRoute("/v1/ws", websocket_endpoint),
+    ]
+
+    async def on_api_error(request: Request, error: Exception) -> Response:
+        assert isinstance(error, ApiError)
+        return error_response(error)
+
+    async def on_unexpected(request: Request, error: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        body = ErrorBody(ErrorInfo(code="internal", message="the server failed; it has been logged"))
+        return Response(json_encode(body), status_code=500, media_type="application/json")
+
+    return Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={ApiError: on_api_error, Exception: on_unexpected},
+    )
+
+
+def _dispatch(methods: dict[str, Callable[[Request], object]]) -> Callable[[Request], object]:
+    async def endpoint(request: Request) -> Response:
+        handler = methods.get(request.method) or methods["GET"]  # HEAD is answered as GET
+        return await handler(request)  # type: ignore[no-any-return, misc]
+
+    return endpoint

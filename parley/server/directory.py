@@ -1,0 +1,224 @@
+"""The identity directory: codes, registration, device credentials, lookups.
+
+Holds an in-memory cache of handle → account and account → devices, because every send
+checks its device set against them. The cache is dropped for an account whenever this
+server changes that account's devices.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from parley.carrier.base import SmsGateway
+from parley.core import codes, handles
+from parley.errors import ApiError, InvalidHandle
+from parley.server.limits import Limiter
+from parley.store.base import DeviceRecord, Store
+from parley.wire import (
+    MAX_DEVICES_PER_ACCOUNT,
+    CodeSent,
+    DeviceInfo,
+    ErrorCode,
+    LookupResult,
+    Registered,
+)
+
+LOOKUP_TTL_S = 300  # how long a client may cache a lookup answer
+CACHE_LIMIT = 100_000
+REGISTER = "register"
+
+
+def hash_secret(secret: str) -> str:
+    # Credentials are 256-bit random secrets, so a fast hash is enough: there is nothing
+    # to brute-force, and a slow one would cost every authenticated request.
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def device_info(record: DeviceRecord) -> DeviceInfo:
+    return DeviceInfo(
+        device_id=record.device_id,
+        name=record.name,
+        created_at_ms=record.created_at_ms,
+        identity_key=record.identity_key,
+        signing_key=record.signing_key,
+    )
+
+
+@dataclass(frozen=True)
+class Account:
+    account_id: str
+    primary_handle: str
+    device_ids: tuple[str, ...]
+
+
+class Directory:
+    def __init__(
+        self,
+        store: Store,
+        gateway: SmsGateway,
+        limiter: Limiter,
+        secret: bytes,
+        clock: Callable[[], int],
+        make_id: Callable[[str], str],
+        sms_sender: str,
+    ) -> None:
+        self._store = store
+        self._gateway = gateway
+        self._limiter = limiter
+        self._secret = secret
+        self._clock = clock
+        self._make_id = make_id
+        self._sms_sender = sms_sender
+        self._account_of_handle: dict[str, str | None] = {}
+        self._accounts: dict[str, Account] = {}
+
+    # --- registration ---
+
+    async def request_code(self, raw_handle: str, address: str) -> CodeSent:
+        handle = normalise_or_400(raw_handle)
+        if not handles.is_phone(handle):
+            raise ApiError(400, ErrorCode.INVALID_HANDLE, "only phone numbers can be registered so far")
+        self._limiter.check("code:address", address)
+        self._limiter.check("code:handle", handle)
+        code = "".join(secrets.choice("0123456789") for _ in range(codes.CODE_DIGITS))
+        now = self._clock()
+        await self._store.put_code(codes.issue(self._secret, handle, REGISTER, code, now))
+        text = f"Your Parley code is {code}. Do not share it with anyone."
+        await self._gateway.send_sms(self._sms_sender, handles.phone_of(handle), text)
+        return CodeSent(handle=handle, channel="sms", expires_in_s=codes.CODE_TTL_MS // 1000)
+
+    async def register(
+        self, raw_handle: str, code: str, device_name: str, identity_key: str, signing_key: str, address: str
+    ) -> Registered:
+        handle = normalise_or_400(raw_handle)
+        self._limiter.check("verify:address", address)
+        await self.check_code(handle, REGISTER, code)
+        device_id = self._make_id("d")
+        secret = secrets.token_urlsafe(32)
+        record = DeviceRecord(
+            device_id=device_id,
+            account_id="",
+            name=device_name,
+            secret_hash=hash_secret(secret),
+            created_at_ms=self._clock(),
+            identity_key=identity_key,
+            signing_key=signing_key,
+        )
+        outcome = await self._store.register_device(handle, self._make_id("a"), record, MAX_DEVICES_PER_ACCOUNT)
+        if outcome.account_id is None:
+            raise ApiError(
+                409,
+                ErrorCode.TOO_MANY_DEVICES,
+                f"this account already has {MAX_DEVICES_PER_ACCOUNT} devices; unlink one first",
+            )
+        self.forget(outcome.account_id, handle)
+        return Registered(
+            account_id=outcome.account_id, device_id=device_id, handle=handle, credential=f"{device_id}.{secret}"
+        )
+
+    async def check_code(self, handle: str, purpose: str, code: str) -> None:
+        """Accept ``code`` for (handle, purpose) once, or raise the reason it fails."""
+        pending = await self._store.get_code(handle, purpose)
+        verdict, keep = codes.check(pending, self._secret, code, self._clock())
+        if keep is None:
+            if pending is not None:
+                await self._store.delete_code(handle, purpose)
+        else:
+            await self._store.put_code(keep)
+        if verdict is codes.Verdict.ACCEPTED:
+            return
+        if verdict is codes.Verdict.WRONG:
+            assert keep is not None
+            raise ApiError(403, ErrorCode.WRONG_CODE, f"wrong code; {keep.attempts_left} attempts left")
+        if verdict is codes.Verdict.EXPIRED:
+            raise ApiError(403, ErrorCode.CODE_EXPIRED, "the code has expired; request a new one")
+        if verdict is codes.Verdict.EXHAUSTED:
+            raise ApiError(403, ErrorCode.TOO_MANY_ATTEMPTS, "too many wrong attempts; request a new code")
+        raise ApiError(403, ErrorCode.WRONG_CODE, "no code was requested for this handle, or it was used")
+
+    # --- credentials and devices ---
+
+    async def authenticate(self, credential: str) -> DeviceRecord:
+        device_id, _, secret = credential.partition(".")
+        record = await self._store.get_device(device_id) if device_id and secret else None
+        if record is None or not hmac.compare_digest(record.secret_hash, hash_secret(secret)):
+            raise ApiError(401, ErrorCode.UNAUTHORIZED, "unknown device or wrong credential")
+        return record
+
+    async def devices(self, account_id: str) -> list[DeviceRecord]:
+        return await self._store.devices_of(account_id)
+
+    async def unlink(self, account_id: str, device_id: str) -> None:
+        record = await self._store.get_device(device_id)
+        if record is None or record.account_id != account_id:
+            raise ApiError(404, ErrorCode.NOT_FOUND, "no such device on this account")
+        await self._store.remove_device(device_id)
+        self.forget(account_id)
+
+    # --- lookups ---
+
+    async def lookup(self, queries: list[str], device_id: str, address: str) -> list[LookupResult]:
+        self._limiter.check("lookup:device", device_id, cost=len(queries))
+        self._limiter.check("lookup:address", address, cost=len(queries))
+        results = []
+        for query in queries:
+            try:
+                handle = handles.normalise(query)
+            except InvalidHandle as error:
+                results.append(LookupResult(query=query, handle="", on_parley=False, error=str(error)))
+                continue
+            account_id = await self.account_for(handle)
+            devices = await self._store.devices_of(account_id) if account_id else []
+            results.append(
+                LookupResult(
+                    query=query,
+                    handle=handle,
+                    on_parley=bool(devices),
+                    devices=[device_info(d) for d in devices],
+                    ttl_s=LOOKUP_TTL_S,
+                )
+            )
+        return results
+
+    # --- the cache the send path reads ---
+
+    async def account_for(self, handle: str) -> str | None:
+        if handle in self._account_of_handle:
+            return self._account_of_handle[handle]
+        account_id = await self._store.account_for_handle(handle)
+        self._remember_handle(handle, account_id)
+        return account_id
+
+    async def account(self, account_id: str) -> Account:
+        cached = self._accounts.get(account_id)
+        if cached is not None:
+            return cached
+        owned = await self._store.handles_of(account_id)
+        devices = await self._store.devices_of(account_id)
+        account = Account(account_id, owned[0] if owned else "", tuple(d.device_id for d in devices))
+        if len(self._accounts) >= CACHE_LIMIT:
+            self._accounts.clear()
+        self._accounts[account_id] = account
+        return account
+
+    def forget(self, account_id: str, handle: str | None = None) -> None:
+        """Drop cached facts about an account (its devices changed)."""
+        self._accounts.pop(account_id, None)
+        if handle is not None:
+            self._account_of_handle.pop(handle, None)
+
+    def _remember_handle(self, handle: str, account_id: str | None) -> None:
+        if len(self._account_of_handle) >= CACHE_LIMIT:
+            self._account_of_handle.clear()
+        self._account_of_handle[handle] = account_id
+
+
+def normalise_or_400(raw: str) -> str:
+    try:
+        return handles.normalise(raw)
+    except InvalidHandle as error:
+        raise ApiError(400, ErrorCode.INVALID_HANDLE, str(error)) from None

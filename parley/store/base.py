@@ -1,0 +1,126 @@
+"""The store interface: everything the server keeps, behind one small async protocol.
+
+Implementations: :mod:`parley.store.memory` (tests, reference semantics) and
+:mod:`parley.store.sqlite` (the embedded default). One contract suite,
+``tests/store/test_contract.py``, runs against every implementation; a new store (the
+PostgreSQL one) is done when it passes. The interface names no SQL dialect.
+
+Rules every implementation keeps:
+
+* A method returns only after its writes are durable (committed to disk).
+* ``submit`` is idempotent on (sender_device, message_id): a repeat stores nothing and
+  reports ``duplicate=True``.
+* Within one device's mailbox, ``seq`` grows in commit order and is never reused, even
+  after the mailbox empties, so "everything up to seq N" is a safe cumulative ack.
+* ``remove_device`` drops the device's mailbox with it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from parley.core.codes import PendingCode
+from parley.core.receipts import AckedEnvelope
+from parley.wire import Envelope, EnvelopeKind
+
+
+@dataclass(frozen=True)
+class DeviceRecord:
+    device_id: str
+    account_id: str
+    name: str
+    secret_hash: str  # SHA-256 of the device's credential secret, hex
+    created_at_ms: int
+    identity_key: str = ""
+    signing_key: str = ""
+
+
+@dataclass(frozen=True)
+class NewEnvelope:
+    """An envelope before the store gives it a seq."""
+
+    device_id: str
+    message_id: str
+    kind: EnvelopeKind
+    sender_account: str
+    sender_device: str
+    sender_handle: str
+    sent_at_ms: int
+    body: bytes
+
+
+@dataclass(frozen=True)
+class Submitted:
+    duplicate: bool
+    envelopes: list[Envelope]  # as stored, with seqs, in the order given ([] if duplicate)
+    device_ids: list[str]  # the mailbox each envelope went to, index for index
+
+
+@dataclass(frozen=True)
+class Registration:
+    account_id: str | None  # None: the account already has the most devices it may have
+    created_account: bool
+
+
+class Store(Protocol):
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    # --- accounts, handles, devices ---
+
+    async def account_for_handle(self, handle: str) -> str | None: ...
+
+    async def handles_of(self, account_id: str) -> list[str]: ...
+
+    async def register_device(
+        self, handle: str, new_account_id: str, device: DeviceRecord, max_devices: int
+    ) -> Registration:
+        """Add ``device`` to the account that owns ``handle``, creating the account (as
+        ``new_account_id``) if no account owns it. ``device.account_id`` is ignored."""
+        ...
+
+    async def get_device(self, device_id: str) -> DeviceRecord | None: ...
+
+    async def devices_of(self, account_id: str) -> list[DeviceRecord]: ...
+
+    async def remove_device(self, device_id: str) -> bool: ...
+
+    # --- verification codes ---
+
+    async def put_code(self, code: PendingCode) -> None:
+        """Store ``code``, replacing any code for the same handle and purpose."""
+        ...
+
+    async def get_code(self, handle: str, purpose: str) -> PendingCode | None: ...
+
+    async def delete_code(self, handle: str, purpose: str) -> None: ...
+
+    # --- mailboxes ---
+
+    async def submit(
+        self, sender_device: str, message_id: str, envelopes: list[NewEnvelope], now_ms: int
+    ) -> Submitted:
+        """Store one message's envelopes atomically, once per (sender_device, message_id)."""
+        ...
+
+    async def enqueue(self, envelopes: list[NewEnvelope]) -> list[Envelope]:
+        """Store server-written envelopes (receipts); no idempotency key."""
+        ...
+
+    async def fetch(self, device_id: str, after_seq: int, limit: int) -> tuple[list[Envelope], bool]:
+        """Up to ``limit`` envelopes with seq > ``after_seq``, in seq order, and whether
+        more remain."""
+        ...
+
+    async def ack(self, device_id: str, up_to: int) -> list[AckedEnvelope]:
+        """Remove every envelope with seq <= ``up_to``; return what was removed."""
+        ...
+
+    async def expire(self, before_ms: int) -> int:
+        """Drop envelopes sent, and idempotency keys made, before ``before_ms``; return how
+        many envelopes were dropped."""
+        ...
+
+    async def queued_count(self, device_id: str) -> int: ...

@@ -1,0 +1,127 @@
+"""An in-memory store: the reference semantics of the interface, for tests."""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import replace
+
+from parley.core.codes import PendingCode
+from parley.core.receipts import AckedEnvelope
+from parley.store.base import DeviceRecord, NewEnvelope, Registration, Submitted
+from parley.wire import Envelope
+
+
+class MemoryStore:
+    def __init__(self) -> None:
+        self._handles: dict[str, str] = {}
+        self._accounts: dict[str, list[str]] = {}  # account -> handles
+        self._devices: dict[str, DeviceRecord] = {}
+        self._codes: dict[tuple[str, str], PendingCode] = {}
+        self._sent: dict[tuple[str, str], int] = {}
+        self._mailboxes: dict[str, list[Envelope]] = {}
+        self._seq = 0
+
+    async def open(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+    async def account_for_handle(self, handle: str) -> str | None:
+        return self._handles.get(handle)
+
+    async def handles_of(self, account_id: str) -> list[str]:
+        return list(self._accounts.get(account_id, []))
+
+    async def register_device(
+        self, handle: str, new_account_id: str, device: DeviceRecord, max_devices: int
+    ) -> Registration:
+        account_id = self._handles.get(handle)
+        created = account_id is None
+        if account_id is None:
+            account_id = new_account_id
+            self._handles[handle] = account_id
+            self._accounts[account_id] = [handle]
+        if sum(1 for d in self._devices.values() if d.account_id == account_id) >= max_devices:
+            return Registration(None, created)
+        self._devices[device.device_id] = replace(device, account_id=account_id)
+        self._mailboxes[device.device_id] = []
+        return Registration(account_id, created)
+
+    async def get_device(self, device_id: str) -> DeviceRecord | None:
+        return self._devices.get(device_id)
+
+    async def devices_of(self, account_id: str) -> list[DeviceRecord]:
+        devices = [d for d in self._devices.values() if d.account_id == account_id]
+        return sorted(devices, key=lambda d: (d.created_at_ms, d.device_id))
+
+    async def remove_device(self, device_id: str) -> bool:
+        self._mailboxes.pop(device_id, None)
+        return self._devices.pop(device_id, None) is not None
+
+    async def put_code(self, code: PendingCode) -> None:
+        self._codes[(code.handle, code.purpose)] = code
+
+    async def get_code(self, handle: str, purpose: str) -> PendingCode | None:
+        return self._codes.get((handle, purpose))
+
+    async def delete_code(self, handle: str, purpose: str) -> None:
+        self._codes.pop((handle, purpose), None)
+
+    async def submit(
+        self, sender_device: str, message_id: str, envelopes: list[NewEnvelope], now_ms: int
+    ) -> Submitted:
+        key = (sender_device, message_id)
+        if key in self._sent:
+            return Submitted(True, [], [])
+        self._sent[key] = now_ms
+        stored = await self.enqueue(envelopes)
+        return Submitted(False, stored, [e.device_id for e in envelopes])
+
+    async def enqueue(self, envelopes: list[NewEnvelope]) -> list[Envelope]:
+        stored = []
+        for new in envelopes:
+            mailbox = self._mailboxes.get(new.device_id)
+            # A device removed since the send was planned gets nothing; seq 0 marks that.
+            if mailbox is not None:
+                self._seq += 1
+            envelope = Envelope(
+                seq=self._seq if mailbox is not None else 0,
+                message_id=new.message_id,
+                kind=new.kind,
+                sender_account=new.sender_account,
+                sender_device=new.sender_device,
+                sender_handle=new.sender_handle,
+                sent_at_ms=new.sent_at_ms,
+                body=new.body,
+            )
+            if mailbox is not None:
+                mailbox.append(envelope)
+            stored.append(envelope)
+        return stored
+
+    async def fetch(self, device_id: str, after_seq: int, limit: int) -> tuple[list[Envelope], bool]:
+        mailbox = self._mailboxes.get(device_id, [])
+        start = bisect.bisect_right([e.seq for e in mailbox], after_seq)
+        page = mailbox[start : start + limit]
+        return page, start + limit < len(mailbox)
+
+    async def ack(self, device_id: str, up_to: int) -> list[AckedEnvelope]:
+        mailbox = self._mailboxes.get(device_id)
+        if not mailbox:
+            return []
+        removed = [e for e in mailbox if e.seq <= up_to]
+        mailbox[:] = [e for e in mailbox if e.seq > up_to]
+        return [AckedEnvelope(e.message_id, e.kind, e.sender_account) for e in removed]
+
+    async def expire(self, before_ms: int) -> int:
+        dropped = 0
+        for device_id, mailbox in self._mailboxes.items():
+            kept = [e for e in mailbox if e.sent_at_ms >= before_ms]
+            dropped += len(mailbox) - len(kept)
+            self._mailboxes[device_id] = kept
+        self._sent = {key: at for key, at in self._sent.items() if at >= before_ms}
+        return dropped
+
+    async def queued_count(self, device_id: str) -> int:
+        return len(self._mailboxes.get(device_id, []))

@@ -1,0 +1,303 @@
+"""The wire types: every body and frame that crosses the network, defined once.
+
+Server and client both import these. They are frozen ``msgspec`` structs, so a body is
+validated (types, sizes, required fields) in the same call that decodes it, where the
+bytes arrive. HTTP bodies travel as JSON; WebSocket frames travel as MessagePack binary
+frames, because the hot path carries opaque ciphertext and MessagePack carries bytes
+without base64 and decodes several times faster. ``docs/protocol.md`` describes the
+frames and the connection's states.
+
+Times on the wire are integer milliseconds since the Unix epoch (``*_ms``); durations
+are seconds (``*_s``).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Final, Literal, TypeVar
+
+import msgspec
+
+# Size bounds. Every list and string that arrives has one; the decoders enforce them.
+MAX_BODY_BYTES: Final = 64 * 1024  # one envelope's ciphertext
+MAX_LOOKUP_HANDLES: Final = 100
+MAX_DEVICES_PER_ACCOUNT: Final = 10
+MAX_RECIPIENTS: Final = 32
+MAX_ENVELOPES: Final = (MAX_RECIPIENTS + 1) * MAX_DEVICES_PER_ACCOUNT
+MAX_HANDLE_CHARS: Final = 320  # the longest e-mail address RFC 5321 allows
+MAX_ID_CHARS: Final = 64
+MAX_DEVICE_NAME_CHARS: Final = 64
+MAX_KEY_CHARS: Final = 128
+MAX_FETCH: Final = 1000
+# The largest request or frame: every envelope of a send at full size, plus framing.
+MAX_FRAME_BYTES: Final = 4 * 1024 * 1024
+
+Handle = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_HANDLE_CHARS)]
+# Ids are chosen by clients (message ids) or by the server (account and device ids);
+# either way they are short printable tokens, never free text.
+Id = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_CHARS, pattern=r"^[A-Za-z0-9_.:-]+$")]
+Body = Annotated[bytes, msgspec.Meta(max_length=MAX_BODY_BYTES)]
+Key = Annotated[str, msgspec.Meta(max_length=MAX_KEY_CHARS)]
+Code = Annotated[str, msgspec.Meta(min_length=1, max_length=16)]
+Seq = Annotated[int, msgspec.Meta(ge=0)]
+T = TypeVar("T")
+
+
+class ErrorCode:
+    """The stable error codes a client may branch on."""
+
+    BAD_REQUEST: Final = "bad_request"
+    INVALID_HANDLE: Final = "invalid_handle"
+    UNAUTHORIZED: Final = "unauthorized"
+    NOT_FOUND: Final = "not_found"
+    WRONG_CODE: Final = "wrong_code"
+    CODE_EXPIRED: Final = "code_expired"
+    TOO_MANY_ATTEMPTS: Final = "too_many_attempts"
+    RATE_LIMITED: Final = "rate_limited"
+    STALE_DEVICES: Final = "stale_devices"
+    NOT_ON_PARLEY: Final = "not_on_parley"
+    TOO_MANY_DEVICES: Final = "too_many_devices"
+    TOO_LARGE: Final = "too_large"
+    UNAVAILABLE: Final = "unavailable"
+
+
+class WsClose:
+    """WebSocket close codes (4000-4999 are the application's own)."""
+
+    NORMAL: Final = 1000
+    GOING_AWAY: Final = 1001
+    PROTOCOL_ERROR: Final = 1002
+    TOO_LARGE: Final = 1009
+    UNAUTHORIZED: Final = 4001
+    REPLACED: Final = 4002  # the same device connected again elsewhere
+    BAD_FRAME: Final = 4003
+    TOO_SLOW: Final = 4004  # the client stopped acking and the window stayed full
+
+
+class Struct(msgspec.Struct, frozen=True, forbid_unknown_fields=False, omit_defaults=True):
+    """Base of every wire type. Unknown fields are ignored so old peers keep working."""
+
+
+# --- errors -----------------------------------------------------------------------------
+
+
+class ErrorInfo(Struct):
+    code: str
+    message: str
+    missing: list[str] | None = None  # stale_devices: devices the send left out
+    extra: list[str] | None = None  # stale_devices: devices that are not current
+    retry_after_s: float | None = None  # rate_limited
+
+
+class ErrorBody(Struct):
+    error: ErrorInfo
+
+
+# --- server -----------------------------------------------------------------------------
+
+
+class ServerInfo(Struct):
+    version: str
+    carrier: str  # "sim" when the built-in carrier simulator carries SMS
+    server_time_ms: int
+    max_body_bytes: int = MAX_BODY_BYTES
+    max_lookup_handles: int = MAX_LOOKUP_HANDLES
+    max_devices_per_account: int = MAX_DEVICES_PER_ACCOUNT
+
+
+# --- registration -----------------------------------------------------------------------
+
+
+class CodeRequest(Struct):
+    handle: Handle
+
+
+class CodeSent(Struct):
+    handle: str  # normalised
+    channel: Literal["sms", "email"]
+    expires_in_s: int
+
+
+class RegisterRequest(Struct):
+    handle: Handle
+    code: Code
+    device_name: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_DEVICE_NAME_CHARS)]
+    identity_key: Key = ""  # filled in by the encryption layer
+    signing_key: Key = ""
+
+
+class Registered(Struct):
+    account_id: str
+    device_id: str
+    handle: str
+    credential: str  # "<device_id>.<secret>"; the server keeps only a hash of the secret
+
+
+class DeviceInfo(Struct):
+    device_id: str
+    name: str
+    created_at_ms: int
+    identity_key: str = ""
+    signing_key: str = ""
+
+
+class DeviceList(Struct):
+    account_id: str
+    handles: list[str]
+    devices: list[DeviceInfo]
+
+
+# --- directory --------------------------------------------------------------------------
+
+
+class LookupRequest(Struct):
+    handles: Annotated[list[Handle], msgspec.Meta(min_length=1, max_length=MAX_LOOKUP_HANDLES)]
+
+
+class LookupResult(Struct):
+    query: str  # as asked
+    handle: str  # normalised ("" when invalid)
+    on_parley: bool
+    devices: list[DeviceInfo] = []
+    ttl_s: int = 0  # how long the answer may be cached
+    error: str | None = None  # why the query is not a valid handle
+
+
+class LookupResponse(Struct):
+    results: list[LookupResult]
+
+
+# --- delivery ---------------------------------------------------------------------------
+
+
+class OutEnvelope(Struct):
+    device_id: Id
+    body: Body
+
+
+class SendRequest(Struct):
+    """One message: one envelope per target device, under a client-chosen id.
+
+    The targets are every device of every recipient plus the sender's own other devices.
+    Posting the same ``message_id`` again from the same device stores nothing new.
+    """
+
+    message_id: Id
+    recipients: Annotated[list[Handle], msgspec.Meta(min_length=1, max_length=MAX_RECIPIENTS)]
+    envelopes: Annotated[list[OutEnvelope], msgspec.Meta(max_length=MAX_ENVELOPES)]
+
+
+class SendAccepted(Struct):
+    message_id: str
+    duplicate: bool = False  # this id was already accepted; nothing new was stored
+
+
+EnvelopeKind = Literal["message", "delivered"]
+
+
+class Envelope(Struct):
+    """What a device receives: one entry of its mailbox.
+
+    ``seq`` grows with every envelope the server stores, so a device acks "everything up
+    to seq N" and resumes after it. ``kind`` is ``"message"`` for a body written by the
+    sending device (opaque to the server) and ``"delivered"`` for a receipt the server
+    writes when a recipient device acks (``body`` is a MessagePack
+    :class:`DeliveryReceipt`).
+    """
+
+    seq: int
+    message_id: str
+    kind: EnvelopeKind
+    sender_account: str
+    sender_device: str
+    sender_handle: str
+    sent_at_ms: int
+    body: bytes
+
+
+class DeliveryReceipt(Struct):
+    device_id: str  # the recipient device that acked
+    message_ids: list[str]
+    at_ms: int
+
+
+class FetchResponse(Struct):
+    envelopes: list[Envelope]
+    more: bool  # the page was full: fetch again after the last seq
+
+
+class AckRequest(Struct):
+    up_to: Seq
+
+
+class AckResponse(Struct):
+    removed: int
+
+
+# --- WebSocket frames -------------------------------------------------------------------
+# A tagged union each way: {"type": "send", ...}. See docs/protocol.md for the states.
+
+
+class Send(SendRequest, tag="send", tag_field="type"):
+    """Client → server: post a message (the same fields as ``POST /v1/messages``)."""
+
+
+class Ack(Struct, tag="ack", tag_field="type"):
+    """Client → server: every envelope with ``seq <= up_to`` is safely stored."""
+
+    up_to: Seq
+
+
+class Ping(Struct, tag="ping", tag_field="type"):
+    """Client → server: an application-level heartbeat; answered with ``pong``."""
+
+    client_time_ms: int = 0
+
+
+class Hello(Struct, tag="hello", tag_field="type"):
+    """Server → client, first frame: who you are and the server's clock."""
+
+    device_id: str
+    account_id: str
+    server_time_ms: int
+
+
+class Deliver(Struct, tag="deliver", tag_field="type"):
+    """Server → client: envelopes in seq order, never one the device already acked."""
+
+    envelopes: list[Envelope]
+
+
+class Sent(Struct, tag="sent", tag_field="type"):
+    """Server → client: the send with this id is committed to every target mailbox."""
+
+    message_id: str
+    duplicate: bool = False
+
+
+class Refused(Struct, tag="refused", tag_field="type"):
+    """Server → client: the send with this id was not stored, and why."""
+
+    message_id: str
+    error: ErrorInfo
+
+
+class Pong(Struct, tag="pong", tag_field="type"):
+    client_time_ms: int
+    server_time_ms: int
+
+
+ClientFrame = Send | Ack | Ping
+ServerFrame = Hello | Deliver | Sent | Refused | Pong
+
+
+# Shared encoders and decoders: building them once is much cheaper than per call.
+json_encode = msgspec.json.Encoder().encode
+frame_encode = msgspec.msgpack.Encoder().encode
+client_frame_decoder: msgspec.msgpack.Decoder[ClientFrame] = msgspec.msgpack.Decoder(ClientFrame)
+server_frame_decoder: msgspec.msgpack.Decoder[ServerFrame] = msgspec.msgpack.Decoder(ServerFrame)
+receipt_decoder = msgspec.msgpack.Decoder(DeliveryReceipt)
+
+
+def json_decoder(kind: type[T]) -> msgspec.json.Decoder[T]:
+    """A JSON decoder that validates into ``kind``."""
+    return msgspec.json.Decoder(kind)

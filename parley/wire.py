@@ -80,7 +80,7 @@ class Struct(msgspec.Struct, frozen=True, forbid_unknown_fields=False, omit_defa
 # --- errors -----------------------------------------------------------------------------
 
 
-class ErrorInfo(Struct):
+class ErrorInfo(Struct, frozen=True):
     code: str
     message: str
     missing: list[str] | None = None  # stale_devices: devices the send left out
@@ -88,14 +88,14 @@ class ErrorInfo(Struct):
     retry_after_s: float | None = None  # rate_limited
 
 
-class ErrorBody(Struct):
+class ErrorBody(Struct, frozen=True):
     error: ErrorInfo
 
 
 # --- server -----------------------------------------------------------------------------
 
 
-class ServerInfo(Struct):
+class ServerInfo(Struct, frozen=True):
     version: str
     carrier: str  # "sim" when the built-in carrier simulator carries SMS
     server_time_ms: int
@@ -107,17 +107,17 @@ class ServerInfo(Struct):
 # --- registration -----------------------------------------------------------------------
 
 
-class CodeRequest(Struct):
+class CodeRequest(Struct, frozen=True):
     handle: Handle
 
 
-class CodeSent(Struct):
+class CodeSent(Struct, frozen=True):
     handle: str  # normalised
     channel: Literal["sms", "email"]
     expires_in_s: int
 
 
-class RegisterRequest(Struct):
+class RegisterRequest(Struct, frozen=True):
     handle: Handle
     code: Code
     device_name: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_DEVICE_NAME_CHARS)]
@@ -125,14 +125,14 @@ class RegisterRequest(Struct):
     signing_key: Key = ""
 
 
-class Registered(Struct):
+class Registered(Struct, frozen=True):
     account_id: str
     device_id: str
     handle: str
     credential: str  # "<device_id>.<secret>"; the server keeps only a hash of the secret
 
 
-class DeviceInfo(Struct):
+class DeviceInfo(Struct, frozen=True):
     device_id: str
     name: str
     created_at_ms: int
@@ -140,7 +140,7 @@ class DeviceInfo(Struct):
     signing_key: str = ""
 
 
-class DeviceList(Struct):
+class DeviceList(Struct, frozen=True):
     account_id: str
     handles: list[str]
     devices: list[DeviceInfo]
@@ -149,11 +149,11 @@ class DeviceList(Struct):
 # --- directory --------------------------------------------------------------------------
 
 
-class LookupRequest(Struct):
+class LookupRequest(Struct, frozen=True):
     handles: Annotated[list[Handle], msgspec.Meta(min_length=1, max_length=MAX_LOOKUP_HANDLES)]
 
 
-class LookupResult(Struct):
+class LookupResult(Struct, frozen=True):
     query: str  # as asked
     handle: str  # normalised ("" when invalid)
     on_parley: bool
@@ -162,19 +162,19 @@ class LookupResult(Struct):
     error: str | None = None  # why the query is not a valid handle
 
 
-class LookupResponse(Struct):
+class LookupResponse(Struct, frozen=True):
     results: list[LookupResult]
 
 
 # --- delivery ---------------------------------------------------------------------------
 
 
-class OutEnvelope(Struct):
+class OutEnvelope(Struct, frozen=True):
     device_id: Id
     body: Body
 
 
-class SendRequest(Struct):
+class SendRequest(Struct, frozen=True):
     """One message: one envelope per target device, under a client-chosen id.
 
     The targets are every device of every recipient plus the sender's own other devices.
@@ -186,7 +186,7 @@ class SendRequest(Struct):
     envelopes: Annotated[list[OutEnvelope], msgspec.Meta(max_length=MAX_ENVELOPES)]
 
 
-class SendAccepted(Struct):
+class SendAccepted(Struct, frozen=True):
     message_id: str
     duplicate: bool = False  # this id was already accepted; nothing new was stored
 
@@ -194,7 +194,7 @@ class SendAccepted(Struct):
 EnvelopeKind = Literal["message", "delivered"]
 
 
-class Envelope(Struct):
+class Envelope(Struct, frozen=True):
     """What a device receives: one entry of its mailbox.
 
     ``seq`` grows with every envelope the server stores, so a device acks "everything up
@@ -214,46 +214,62 @@ class Envelope(Struct):
     body: bytes
 
 
-class DeliveryReceipt(Struct):
+class DeliveryReceipt(Struct, frozen=True):
     device_id: str  # the recipient device that acked
     message_ids: list[str]
     at_ms: int
 
 
-class FetchResponse(Struct):
+class FetchResponse(Struct, frozen=True):
     envelopes: list[Envelope]
     more: bool  # the page was full: fetch again after the last seq
 
 
-class AckRequest(Struct):
+class AckRequest(Struct, frozen=True):
     up_to: Seq
 
 
-class AckResponse(Struct):
+class AckResponse(Struct, frozen=True):
     removed: int
+
+
+# --- the carrier simulator (only when the server runs it) --------------------------------
+
+
+class SimulatedSms(Struct, frozen=True):
+    sms_id: str
+    sender: str
+    to: str
+    text: str
+    at_ms: int
+
+
+class HandsetInbox(Struct, frozen=True):
+    number: str
+    messages: list[SimulatedSms]
 
 
 # --- WebSocket frames -------------------------------------------------------------------
 # A tagged union each way: {"type": "send", ...}. See docs/protocol.md for the states.
 
 
-class Send(SendRequest, tag="send", tag_field="type"):
+class Send(SendRequest, tag="send", tag_field="type", frozen=True):
     """Client → server: post a message (the same fields as ``POST /v1/messages``)."""
 
 
-class Ack(Struct, tag="ack", tag_field="type"):
+class Ack(Struct, tag="ack", tag_field="type", frozen=True):
     """Client → server: every envelope with ``seq <= up_to`` is safely stored."""
 
     up_to: Seq
 
 
-class Ping(Struct, tag="ping", tag_field="type"):
+class Ping(Struct, tag="ping", tag_field="type", frozen=True):
     """Client → server: an application-level heartbeat; answered with ``pong``."""
 
     client_time_ms: int = 0
 
 
-class Hello(Struct, tag="hello", tag_field="type"):
+class Hello(Struct, tag="hello", tag_field="type", frozen=True):
     """Server → client, first frame: who you are and the server's clock."""
 
     device_id: str
@@ -261,27 +277,27 @@ class Hello(Struct, tag="hello", tag_field="type"):
     server_time_ms: int
 
 
-class Deliver(Struct, tag="deliver", tag_field="type"):
+class Deliver(Struct, tag="deliver", tag_field="type", frozen=True):
     """Server → client: envelopes in seq order, never one the device already acked."""
 
     envelopes: list[Envelope]
 
 
-class Sent(Struct, tag="sent", tag_field="type"):
+class Sent(Struct, tag="sent", tag_field="type", frozen=True):
     """Server → client: the send with this id is committed to every target mailbox."""
 
     message_id: str
     duplicate: bool = False
 
 
-class Refused(Struct, tag="refused", tag_field="type"):
+class Refused(Struct, tag="refused", tag_field="type", frozen=True):
     """Server → client: the send with this id was not stored, and why."""
 
     message_id: str
     error: ErrorInfo
 
 
-class Pong(Struct, tag="pong", tag_field="type"):
+class Pong(Struct, tag="pong", tag_field="type", frozen=True):
     client_time_ms: int
     server_time_ms: int
 

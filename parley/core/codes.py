@@ -53,9 +53,7 @@ def issue(
     return PendingCode(handle, purpose, hash_code(secret, handle, purpose, code), now_ms + ttl_ms, attempts)
 
 
-def check(
-    pending: PendingCode | None, secret: bytes, code: str, now_ms: int
-) -> tuple[Verdict, PendingCode | None]:
+def check(pending: PendingCode | None, secret: bytes, code: str, now_ms: int) -> tuple[Verdict, PendingCode | None]:
     """Judge ``code`` against ``pending``; return the verdict and the record to keep.
 
     The record to keep is ``None`` when the code is used up (accepted, expired or

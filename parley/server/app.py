@@ -12,7 +12,7 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -138,9 +138,11 @@ def build_app(
     )
 
 
-def _dispatch(methods: dict[str, Callable[[Request], object]]) -> Callable[[Request], object]:
+def _dispatch(
+    methods: dict[str, Callable[[Request], Awaitable[Response]]],
+) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
         handler = methods.get(request.method) or methods["GET"]  # HEAD is answered as GET
-        return await handler(request)  # type: ignore[no-any-return, misc]
+        return await handler(request)
 
     return endpoint

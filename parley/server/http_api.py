@@ -31,6 +31,7 @@ from parley.wire import (
     ErrorBody,
     ErrorCode,
     FetchResponse,
+    HandsetInbox,
     LookupRequest,
     LookupResponse,
     Registered,
@@ -38,25 +39,12 @@ from parley.wire import (
     SendAccepted,
     SendRequest,
     ServerInfo,
-    Struct,
+    SimulatedSms,
     json_encode,
 )
 
 log = logging.getLogger("parley.http")
 T = TypeVar("T")
-
-
-class SimulatedSms(Struct):
-    sms_id: str
-    sender: str
-    to: str
-    text: str
-    at_ms: int
-
-
-class HandsetInbox(Struct):
-    number: str
-    messages: list[SimulatedSms]
 
 
 @dataclass(frozen=True)
@@ -167,7 +155,7 @@ class Api:
         return await self._directory.authenticate(bearer(request.headers))
 
     def handlers(self) -> dict[tuple[str, str], Callable[[Request], Awaitable[Response]]]:
-        by_route = {
+        by_route: dict[tuple[str, str], Callable[[Request], Awaitable[Response]]] = {
             ("GET", "/v1/info"): self.info,
             ("POST", "/v1/codes"): self.request_code,
             ("POST", "/v1/devices"): self.register,

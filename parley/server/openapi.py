@@ -16,10 +16,12 @@ def _ref(name: str) -> dict[str, str]:
 
 
 def openapi_document() -> dict[str, Any]:
-    types = {ErrorBody}
+    types: set[type] = {ErrorBody}
     for endpoint in ENDPOINTS:
         types.update(t for t in (endpoint.request, endpoint.response) if t is not None)
-    _, components = msgspec.json.schema_components(sorted(types, key=lambda t: t.__name__), ref_template="#/components/schemas/{name}")
+    _, components = msgspec.json.schema_components(
+        sorted(types, key=lambda t: t.__name__), ref_template="#/components/schemas/{name}"
+    )
     paths: dict[str, dict[str, Any]] = {}
     for endpoint in ENDPOINTS:
         operation: dict[str, Any] = {"summary": endpoint.summary, "responses": {}}

@@ -9,6 +9,7 @@ many sends from one connection share a group commit.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from functools import partial
@@ -99,10 +100,9 @@ class DeviceConnection:
                 task.cancel()
             if self._close_code is None:
                 writer.cancel()
-            try:
+            # The writer ends by closing the socket, or is cancelled; either way it is done.
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await writer
-            except (asyncio.CancelledError, Exception):
-                pass
 
     # --- what the hub calls ---
 

@@ -99,9 +99,7 @@ class Store(Protocol):
 
     # --- mailboxes ---
 
-    async def submit(
-        self, sender_device: str, message_id: str, envelopes: list[NewEnvelope], now_ms: int
-    ) -> Submitted:
+    async def submit(self, sender_device: str, message_id: str, envelopes: list[NewEnvelope], now_ms: int) -> Submitted:
         """Store one message's envelopes atomically, once per (sender_device, message_id)."""
         ...
 

@@ -68,9 +68,7 @@ class MemoryStore:
     async def delete_code(self, handle: str, purpose: str) -> None:
         self._codes.pop((handle, purpose), None)
 
-    async def submit(
-        self, sender_device: str, message_id: str, envelopes: list[NewEnvelope], now_ms: int
-    ) -> Submitted:
+    async def submit(self, sender_device: str, message_id: str, envelopes: list[NewEnvelope], now_ms: int) -> Submitted:
         key = (sender_device, message_id)
         if key in self._sent:
             return Submitted(True, [], [])

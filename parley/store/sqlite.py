@@ -117,7 +117,7 @@ class SqliteStore:
         self._reader = SqliteWorker(path, name="parley-sqlite-reader", transactional=False)
 
     async def open(self) -> None:
-        directory = os.path.dirname(os.path.abspath(self.path))
+        directory = os.path.dirname(os.path.abspath(self.path))  # noqa: ASYNC240  once, at start
         os.makedirs(directory, mode=0o700, exist_ok=True)
         self._writer.start(_migrate)
         self._reader.start(_configure)
@@ -162,9 +162,7 @@ class SqliteStore:
 
     # --- mailboxes ---
 
-    async def submit(
-        self, sender_device: str, message_id: str, envelopes: list[NewEnvelope], now_ms: int
-    ) -> Submitted:
+    async def submit(self, sender_device: str, message_id: str, envelopes: list[NewEnvelope], now_ms: int) -> Submitted:
         return await self._writer.call(_submit, sender_device, message_id, envelopes, now_ms)
 
     async def enqueue(self, envelopes: list[NewEnvelope]) -> list[Envelope]:
@@ -251,8 +249,7 @@ def _put_code(db: sqlite3.Connection, code: PendingCode) -> None:
 
 def _get_code(db: sqlite3.Connection, handle: str, purpose: str) -> PendingCode | None:
     row = db.execute(
-        "SELECT handle, purpose, code_hash, expires_at_ms, attempts_left FROM codes"
-        " WHERE handle = ? AND purpose = ?",
+        "SELECT handle, purpose, code_hash, expires_at_ms, attempts_left FROM codes WHERE handle = ? AND purpose = ?",
         (handle, purpose),
     ).fetchone()
     return PendingCode(*row) if row else None

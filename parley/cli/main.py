@@ -1,0 +1,295 @@
+"""``parley``: the command line. Every error reaches a person as one line and a non-zero
+exit status, never a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+from parley.client.device import Device, Event, Received, StateChanged, Unreadable
+from parley.client.profile import StoredMessage
+from parley.errors import ParleyError
+
+STATE_LABELS = {"sending": "Sending", "sent": "Sent", "delivered": "Delivered", "received": ""}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(args.run(args) or 0)
+    except ParleyError as error:
+        print(f"parley: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except Exception as error:  # a bug: still one line, with a way to see more
+        if os.environ.get("PARLEY_DEBUG"):
+            raise
+        print(
+            f"parley: unexpected error ({type(error).__name__}: {error}); set PARLEY_DEBUG=1 for details",
+            file=sys.stderr,
+        )
+        return 70
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="parley", description="Parley: messages over the internet, SMS for the rest.")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run a server (SQLite and the carrier simulator by default)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--data", default=None, help="data folder (default ./parley-data)")
+    serve.add_argument("--carrier", default="sim", choices=["sim"], help="SMS carrier (default: the simulator)")
+    serve.add_argument("--message-ttl-days", type=float, default=30.0, help="drop queued envelopes after this")
+    serve.add_argument(
+        "--no-rate-limits", action="store_true", help="for benchmarks only: allow unlimited registrations"
+    )
+    serve.set_defaults(run=run_serve)
+
+    register = commands.add_parser("register", help="register this device for a phone number")
+    register.add_argument("--server", required=True, help="server URL, e.g. http://127.0.0.1:8080")
+    register.add_argument("--phone", required=True, help="the number, in +E.164 form")
+    register.add_argument("--profile", required=True, help="local name for this device's state")
+    register.add_argument("--code", help="the code received by SMS (read by itself against the simulator)")
+    register.add_argument("--name", help="a name for this device, shown in 'parley devices'")
+    register.set_defaults(run=run_register)
+
+    lookup = commands.add_parser("lookup", help="is a handle on Parley, and with which devices")
+    add_profile(lookup)
+    lookup.add_argument("handles", nargs="+", metavar="HANDLE")
+    lookup.add_argument("--json", action="store_true")
+    lookup.set_defaults(run=run_lookup)
+
+    send = commands.add_parser("send", help="send a text; prints the message id")
+    add_profile(send)
+    send.add_argument("handle", metavar="HANDLE")
+    send.add_argument("text", metavar="TEXT")
+    send.set_defaults(run=run_send)
+
+    inbox = commands.add_parser("inbox", help="fetch what arrived, then list the history")
+    add_profile(inbox)
+    inbox.add_argument("--json", action="store_true", help="the history as JSON")
+    inbox.add_argument("--with", dest="conversation", metavar="HANDLE", help="one conversation only")
+    inbox.set_defaults(run=run_inbox)
+
+    watch = commands.add_parser("watch", help="stay connected and print what arrives")
+    add_profile(watch)
+    watch.add_argument("--json", action="store_true", help="one JSON object per line")
+    watch.set_defaults(run=run_watch)
+
+    devices = commands.add_parser("devices", help="this account's devices")
+    add_profile(devices)
+    devices.add_argument("--json", action="store_true")
+    devices.set_defaults(run=run_devices)
+
+    unlink = commands.add_parser("unlink", help="remove a device from this account")
+    add_profile(unlink)
+    unlink.add_argument("device_id", metavar="DEVICE_ID")
+    unlink.set_defaults(run=run_unlink)
+    return parser
+
+
+def add_profile(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--profile", required=True, help="the device profile to act as")
+
+
+# --- commands ---
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from parley.server.config import DEFAULT_DATA_DIR, ServerConfig
+    from parley.server.run import serve
+
+    config = ServerConfig(
+        host=args.host,
+        port=args.port,
+        data_dir=args.data or DEFAULT_DATA_DIR,
+        carrier=args.carrier,
+        rate_limits=not args.no_rate_limits,
+        message_ttl_days=args.message_ttl_days,
+    )
+    serve(config)
+    return 0
+
+
+def run_register(args: argparse.Namespace) -> int:
+    async def ask(prompt: str) -> str:
+        return await asyncio.to_thread(input, prompt)
+
+    async def go() -> None:
+        device = await Device.register(
+            args.server,
+            args.phone,
+            args.profile,
+            code=args.code,
+            device_name=args.name,
+            ask_code=ask if sys.stdin.isatty() else None,
+        )
+        async with device:
+            print(f"Registered device {device.device_id} for {device.handle} as profile {args.profile!r}")
+
+    asyncio.run(go())
+    return 0
+
+
+def run_lookup(args: argparse.Namespace) -> int:
+    async def go(device: Device) -> None:
+        results = await device.lookup(args.handles)
+        if args.json:
+            print(json.dumps([_plain(r) for r in results], indent=2))
+            return
+        for result in results:
+            if result.error:
+                print(f"{result.query}\tinvalid: {result.error}")
+            elif result.on_parley:
+                print(f"{result.handle}\ton Parley\t{len(result.devices)} device(s)")
+            else:
+                print(f"{result.handle}\tnot on Parley (SMS)")
+
+    return with_device(args.profile, go)
+
+
+def run_send(args: argparse.Namespace) -> int:
+    async def go(device: Device) -> None:
+        await device.flush_outbox()
+        print(await device.send_text([args.handle], args.text))
+
+    return with_device(args.profile, go)
+
+
+def run_inbox(args: argparse.Namespace) -> int:
+    async def go(device: Device) -> None:
+        await device.flush_outbox()
+        await device.sync()
+        conversation = None
+        if args.conversation:
+            from parley.core.handles import normalise
+
+            conversation = normalise(args.conversation)
+        messages = device.profile.messages(conversation)
+        if args.json:
+            print(json.dumps([message_json(m) for m in messages], indent=2))
+            return
+        if not messages:
+            print("No messages yet.")
+        for message in messages:
+            print(format_message(message))
+
+    return with_device(args.profile, go)
+
+
+def run_watch(args: argparse.Namespace) -> int:
+    async def go(device: Device) -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, stop.set)
+
+        def show(event: Event) -> None:
+            print(json.dumps(event_json(event)) if args.json else format_event(event), flush=True)
+
+        if not args.json:
+            print(f"Watching as {device.handle} (device {device.device_id}); Ctrl-C to stop.", flush=True)
+        await device.watch(show, stop)
+
+    return with_device(args.profile, go)
+
+
+def run_devices(args: argparse.Namespace) -> int:
+    async def go(device: Device) -> None:
+        listing = await device.api.devices()
+        if args.json:
+            print(json.dumps(_plain(listing), indent=2))
+            return
+        print(f"Account {listing.account_id}: {', '.join(listing.handles)}")
+        for info in listing.devices:
+            mark = "  (this device)" if info.device_id == device.device_id else ""
+            print(f"{info.device_id}\t{info.name}\tregistered {when(info.created_at_ms)}{mark}")
+
+    return with_device(args.profile, go)
+
+
+def run_unlink(args: argparse.Namespace) -> int:
+    async def go(device: Device) -> None:
+        await device.api.unlink(args.device_id)
+        print(f"Unlinked {args.device_id}")
+
+    return with_device(args.profile, go)
+
+
+# --- helpers ---
+
+
+def with_device(profile: str, action: Callable[[Device], Awaitable[None]]) -> int:
+    async def go() -> None:
+        async with Device.open(profile) as device:
+            await action(device)
+
+    asyncio.run(go())
+    return 0
+
+
+def when(at_ms: int) -> str:
+    return datetime.fromtimestamp(at_ms / 1000).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def format_message(message: StoredMessage) -> str:
+    if message.direction == "out":
+        label = STATE_LABELS.get(message.state, message.state)
+        return f"{when(message.sent_at_ms)}  → {message.conversation}: {message.text}  [{label}]"
+    return f"{when(message.sent_at_ms)}  ← {message.sender_handle}: {message.text}"
+
+
+def format_event(event: Event) -> str:
+    if isinstance(event, Received):
+        return format_message(event.message)
+    if isinstance(event, StateChanged):
+        return f"{event.message_id}: {STATE_LABELS.get(event.state, event.state)}"
+    return f"could not read a message from {event.sender_handle} ({event.message_id}): {event.reason}"
+
+
+def message_json(message: StoredMessage) -> dict[str, Any]:
+    return {
+        "message_id": message.message_id,
+        "conversation": message.conversation,
+        "direction": message.direction,
+        "sender": message.sender_handle,
+        "sender_device": message.sender_device,
+        "recipients": message.recipients,
+        "text": message.text,
+        "sent_at_ms": message.sent_at_ms,
+        "state": message.state,
+    }
+
+
+def event_json(event: Event) -> dict[str, Any]:
+    if isinstance(event, Received):
+        return {"event": "message", **message_json(event.message)}
+    if isinstance(event, StateChanged):
+        return {"event": "state", "message_id": event.message_id, "state": event.state}
+    assert isinstance(event, Unreadable)
+    return {"event": "unreadable", "message_id": event.message_id, "sender": event.sender_handle}
+
+
+def _plain(value: Any) -> Any:
+    import msgspec
+
+    return msgspec.to_builtins(value)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

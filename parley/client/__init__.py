@@ -1,0 +1,1 @@
+"""The client SDK: a Parley device in Python (used by the CLI, the tests and the bench)."""

@@ -1,0 +1,362 @@
+"""A Parley device: registers, looks people up, sends, receives, keeps its history.
+
+Sending is crash-safe: a message is written to the local history as "sending" before it
+leaves, and sent again under the same id (which the server de-duplicates) until the
+server confirms it. Receiving is at-least-once from the server and exactly-once in the
+history: an envelope is stored before it is acked, and stored once by its id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import re
+import secrets
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import msgspec
+import websockets
+from websockets.asyncio.client import connect
+
+from parley.client.api import ServerApi, ws_url
+from parley.client.codec import EnvelopeCodec, PlaintextCodec
+from parley.client.content import Text, content_decoder, encode_content
+from parley.client.profile import Profile, StoredMessage
+from parley.core import handles
+from parley.errors import ProfileError, ProtocolError, Rejected, StaleDevices, Unreachable, UsageError
+from parley.wire import (
+    MAX_FRAME_BYTES,
+    Ack,
+    Deliver,
+    DeviceInfo,
+    Envelope,
+    Hello,
+    LookupResult,
+    OutEnvelope,
+    RegisterRequest,
+    SendRequest,
+    WsClose,
+    frame_encode,
+    receipt_decoder,
+    server_frame_decoder,
+)
+
+SEND_ATTEMPTS = 3
+_CODE = re.compile(r"\b(\d{6})\b")
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def new_message_id() -> str:
+    return secrets.token_urlsafe(16)
+
+
+@dataclass(frozen=True)
+class Received:
+    """A message arrived (from someone else, or a copy of one this account sent)."""
+
+    message: StoredMessage
+
+
+@dataclass(frozen=True)
+class StateChanged:
+    """A message this account sent moved on (e.g. to "delivered")."""
+
+    message_id: str
+    state: str
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """An envelope whose body could not be opened; it is acked and reported, not lost."""
+
+    sender_handle: str
+    message_id: str
+    reason: str
+
+
+Event = Received | StateChanged | Unreadable
+
+
+def conversation_key(participants: set[str]) -> str:
+    return ",".join(sorted(participants))
+
+
+class Device:
+    def __init__(
+        self,
+        profile: Profile,
+        codec: EnvelopeCodec | None = None,
+        clock: Callable[[], int] = wall_clock_ms,
+        make_id: Callable[[], str] = new_message_id,
+    ) -> None:
+        self.profile = profile
+        self.server = profile.require("server")
+        self.device_id = profile.require("device_id")
+        self.account_id = profile.require("account_id")
+        self.handle = profile.require("handle")
+        self._credential = profile.require("credential")
+        self.api = ServerApi(self.server, self._credential)
+        self._codec = codec or PlaintextCodec()
+        self._clock = clock
+        self._make_id = make_id
+
+    # --- lifecycle ---
+
+    @classmethod
+    def open(cls, profile_name: str) -> Device:
+        return cls(Profile.open(profile_name))
+
+    @classmethod
+    async def register(
+        cls,
+        server: str,
+        phone: str,
+        profile_name: str,
+        code: str | None = None,
+        device_name: str | None = None,
+        ask_code: Callable[[str], Awaitable[str]] | None = None,
+    ) -> Device:
+        """Prove the number with a one-time code and store the new device's credential.
+
+        Without ``code``, a code is requested: against the carrier simulator the device
+        reads it from its own handset, as a phone reads its own SMS; otherwise
+        ``ask_code`` asks the person. With ``code``, the code sent earlier is used.
+        """
+        handle = handles.normalise(phone)
+        if not handles.is_phone(handle):
+            raise UsageError("register with a phone number (+E.164)")
+        number = handles.phone_of(handle)
+        try:
+            Profile.open(profile_name).close()
+        except ProfileError:
+            pass  # no device under that name yet: good
+        else:
+            raise UsageError(f"profile {profile_name!r} already has a device; pick another --profile name")
+        async with ServerApi(server) as api:
+            if code is None:
+                info = await api.info()
+                since_ms = info.server_time_ms
+                await api.request_code(handle)
+                if info.carrier == "sim":
+                    code = await read_code_from_handset(api, number, since_ms)
+                elif ask_code is not None:
+                    code = await ask_code(f"A code was sent by SMS to {number}. Code: ")
+                else:
+                    raise UsageError(f"a code was sent by SMS to {number}; run again with --code CODE")
+            name = device_name or f"{profile_name} on {socket.gethostname()}"
+            registered = await api.register(RegisterRequest(handle=handle, code=code, device_name=name[:64]))
+        profile = Profile.create(profile_name)
+        profile.set_many(
+            {
+                "server": api.server,
+                "device_id": registered.device_id,
+                "account_id": registered.account_id,
+                "handle": registered.handle,
+                "credential": registered.credential,
+            }
+        )
+        return cls(profile)
+
+    async def close(self) -> None:
+        await self.api.close()
+        self.profile.close()
+
+    async def __aenter__(self) -> Device:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # --- directory ---
+
+    async def lookup(self, queries: list[str]) -> list[LookupResult]:
+        return (await self.api.lookup(queries)).results
+
+    async def own_devices(self) -> list[DeviceInfo]:
+        return (await self.api.devices()).devices
+
+    # --- sending ---
+
+    async def send_text(self, recipients: list[str], text: str) -> str:
+        """Send ``text`` to ``recipients``; return the message id once the server has it."""
+        targets = [handles.normalise(raw) for raw in recipients]
+        if not text:
+            raise UsageError("the message is empty")
+        message_id = self._make_id()
+        now = self._clock()
+        message = StoredMessage(
+            sender_device=self.device_id,
+            message_id=message_id,
+            conversation=conversation_key(set(targets)),
+            direction="out",
+            sender_handle=self.handle,
+            recipients=targets,
+            text=text,
+            sent_at_ms=now,
+            state="sending",
+        )
+        # Written first: if this process dies before the server confirms, the next run
+        # sends it again under the same id (flush_outbox) and the server keeps one copy.
+        self.profile.add_message(message)
+        await self._post(message)
+        return message_id
+
+    async def flush_outbox(self) -> list[str]:
+        """Send again what an earlier run wrote but could not confirm."""
+        sent = []
+        for message in self.profile.outbox():
+            await self._post(message)
+            sent.append(message.message_id)
+        return sent
+
+    async def _post(self, message: StoredMessage) -> None:
+        plaintext = encode_content(Text(to=message.recipients, text=message.text, sent_at_ms=message.sent_at_ms))
+        for _ in range(SEND_ATTEMPTS):
+            targets = await self._targets(message.recipients)
+            envelopes = [OutEnvelope(d.device_id, self._codec.seal(d, plaintext)) for d in targets]
+            request = SendRequest(message_id=message.message_id, recipients=message.recipients, envelopes=envelopes)
+            try:
+                await self.api.send(request)
+            except StaleDevices:
+                continue  # a device came or went between lookup and send: look again
+            self.profile.advance_state([message.message_id], "sent")
+            return
+        raise Rejected("stale_devices", "the recipients' devices kept changing; try again")
+
+    async def _targets(self, recipients: list[str]) -> list[DeviceInfo]:
+        """Every device the message must reach: the recipients' and our own other ones."""
+        results = await self.lookup(recipients)
+        targets: dict[str, DeviceInfo] = {}
+        for result in results:
+            if not result.on_parley:
+                raise UsageError(f"{result.handle or result.query} is not on Parley")
+            targets.update((d.device_id, d) for d in result.devices)
+        targets.update((d.device_id, d) for d in await self.own_devices())
+        targets.pop(self.device_id, None)
+        return list(targets.values())
+
+    # --- receiving ---
+
+    async def sync(self) -> list[Event]:
+        """Fetch everything queued for this device, store it, ack it; return what's new."""
+        events: list[Event] = []
+        after = 0
+        while True:
+            page = await self.api.fetch(after=after)
+            if not page.envelopes:
+                return events
+            events.extend(self.accept(page.envelopes))
+            after = page.envelopes[-1].seq
+            await self.api.ack(after)
+            if not page.more:
+                return events
+
+    def accept(self, envelopes: list[Envelope]) -> list[Event]:
+        """Store a batch of envelopes in one transaction; they may be acked after this."""
+        events: list[Event] = []
+        with self.profile.batch():
+            for envelope in envelopes:
+                events.extend(self._accept_one(envelope))
+        return events
+
+    def _accept_one(self, envelope: Envelope) -> list[Event]:
+        if envelope.kind == "delivered":
+            try:
+                receipt = receipt_decoder.decode(envelope.body)
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                return []  # a receipt is a courtesy: a bad one changes nothing
+            moved = self.profile.advance_state(receipt.message_ids, "delivered")
+            return [StateChanged(message_id, "delivered") for message_id in moved]
+        try:
+            content = content_decoder.decode(self._codec.open(envelope.sender_device, envelope.body))
+        except (msgspec.DecodeError, msgspec.ValidationError) as error:
+            return [Unreadable(envelope.sender_handle, envelope.message_id, str(error))]
+        own = envelope.sender_account == self.account_id
+        participants = set(content.to) if own else (set(content.to) | {envelope.sender_handle}) - {self.handle}
+        message = StoredMessage(
+            sender_device=envelope.sender_device,
+            message_id=envelope.message_id,
+            conversation=conversation_key(participants),
+            direction="out" if own else "in",
+            sender_handle=envelope.sender_handle,
+            recipients=list(content.to),
+            text=content.text,
+            sent_at_ms=content.sent_at_ms,
+            state="sent" if own else "received",
+        )
+        return [Received(message)] if self.profile.add_message(message) else []
+
+    async def watch(self, on_event: Callable[[Event], None], stop: asyncio.Event | None = None) -> None:
+        """Stay connected, store and ack what arrives, and call ``on_event`` for it.
+
+        Reconnects with exponential backoff and jitter; the server resends whatever was
+        not acked, so nothing is missed. Returns when ``stop`` is set.
+        """
+        stop = stop or asyncio.Event()
+        backoff_s = 0.5
+        while not stop.is_set():
+            try:
+                await self._watch_once(on_event, stop)
+                backoff_s = 0.5
+            except websockets.ConnectionClosed as closed:
+                code = closed.rcvd.code if closed.rcvd else None
+                if code == WsClose.UNAUTHORIZED:
+                    raise Rejected("unauthorized", "the server no longer accepts this device; register again") from None
+                if code == WsClose.REPLACED:
+                    raise UsageError("this device connected from another process; only one may watch") from None
+            except (TimeoutError, OSError, websockets.InvalidHandshake):
+                pass
+            if stop.is_set():
+                return
+            delay = backoff_s * (0.5 + random.random())
+            backoff_s = min(backoff_s * 2, 30.0)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=delay)
+
+    async def _watch_once(self, on_event: Callable[[Event], None], stop: asyncio.Event) -> None:
+        headers = {"authorization": f"Bearer {self._credential}"}
+        async with connect(
+            ws_url(self.server), additional_headers=headers, max_size=MAX_FRAME_BYTES, open_timeout=10
+        ) as ws:
+            stopper = asyncio.ensure_future(stop.wait())
+            try:
+                while True:
+                    receiving = asyncio.ensure_future(ws.recv())
+                    done, _ = await asyncio.wait({receiving, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                    if stopper in done:
+                        receiving.cancel()
+                        return
+                    data = receiving.result()
+                    if isinstance(data, str):
+                        raise ProtocolError("the server sent a text frame")
+                    frame = server_frame_decoder.decode(data)
+                    if isinstance(frame, Hello):
+                        for message_id in await self.flush_outbox():
+                            on_event(StateChanged(message_id, "sent"))
+                    elif isinstance(frame, Deliver) and frame.envelopes:
+                        events = self.accept(frame.envelopes)
+                        await ws.send(frame_encode(Ack(up_to=frame.envelopes[-1].seq)))
+                        for event in events:
+                            on_event(event)
+            finally:
+                stopper.cancel()
+
+
+async def read_code_from_handset(api: ServerApi, number: str, since_ms: int, timeout_s: float = 10.0) -> str:
+    """Against the carrier simulator: read the newest code that reached our handset."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        inbox = await api.handset_inbox(number)
+        for sms in reversed(inbox.messages):
+            match = _CODE.search(sms.text)
+            if sms.at_ms >= since_ms and match:
+                return match.group(1)
+        await asyncio.sleep(0.1)
+    raise Unreachable(f"no code reached the simulated handset of {number} within {timeout_s:.0f} s")

@@ -49,9 +49,7 @@ def test_message_reaches_recipient_and_senders_other_device_and_shows_delivered(
         (message_id, "in", "Hello Bob", f"tel:{ALICE}")
     ]
     laptop = history(cli, "alice-laptop")
-    assert [(m["message_id"], m["direction"], m["conversation"]) for m in laptop] == [
-        (message_id, "out", f"tel:{BOB}")
-    ]
+    assert [(m["message_id"], m["direction"], m["conversation"]) for m in laptop] == [(message_id, "out", f"tel:{BOB}")]
     phone = history(cli, "alice-phone")
     assert [(m["message_id"], m["state"]) for m in phone] == [(message_id, "delivered")]
     assert "[Delivered]" in cli.run("inbox", "--profile", "alice-phone").stdout

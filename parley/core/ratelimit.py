@@ -32,5 +32,6 @@ def take(bucket: Bucket | None, rate: Rate, now_ms: int, cost: float = 1.0) -> t
         tokens = min(rate.burst, bucket.tokens + elapsed_s * rate.per_second)
     if tokens >= cost:
         return True, Bucket(tokens - cost, now_ms), 0.0
-    wait_s = (cost - tokens) / rate.per_second if rate.per_second > 0 else float("inf")
+    never = cost > rate.burst or rate.per_second <= 0
+    wait_s = float("inf") if never else (cost - tokens) / rate.per_second
     return False, Bucket(tokens, now_ms), wait_s

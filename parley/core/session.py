@@ -78,14 +78,15 @@ class PushSession:
         self._fetching = False
         actions: list[Action] = []
         self._push_new(envelopes, actions)
-        if more or self._buffer_overflowed:
-            self._buffer.clear()
+        buffered = [envelope for envelope in self._buffer if envelope.seq > self.pushed_up_to]
+        self._buffer = []
+        if more or self._buffer_overflowed or self.in_flight + len(buffered) > self.window:
+            # More in the mailbox than fits now: drop the buffer (it is all in the store).
             self._buffer_overflowed = False
             actions.extend(self._fetch_if_room())
             return actions
         # The store had nothing more when it was read; what arrived live since is newer.
         self.state = State.LIVE
-        buffered, self._buffer = self._buffer, []
         self._push_new(buffered, actions)
         return actions
 

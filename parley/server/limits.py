@@ -39,6 +39,8 @@ class Limiter:
         self._buckets.move_to_end(slot)
         if len(self._buckets) > MAX_BUCKETS:
             self._buckets.popitem(last=False)
+        if not allowed and wait_s == float("inf"):
+            raise ApiError(429, ErrorCode.RATE_LIMITED, "this request is larger than the rate limit ever allows")
         if not allowed:
             raise ApiError(
                 429, ErrorCode.RATE_LIMITED, f"too many requests; try again in {wait_s:.0f} s", retry_after_s=wait_s

@@ -13,6 +13,7 @@ Rules every implementation keeps:
 * Within one device's mailbox, ``seq`` grows in commit order and is never reused, even
   after the mailbox empties, so "everything up to seq N" is a safe cumulative ack.
 * ``remove_device`` drops the device's mailbox with it.
+* Device ids are unique: registering an id that exists is an error.
 """
 
 from __future__ import annotations
@@ -113,7 +114,8 @@ class Store(Protocol):
         ...
 
     async def ack(self, device_id: str, up_to: int) -> list[AckedEnvelope]:
-        """Remove every envelope with seq <= ``up_to``; return what was removed."""
+        """Remove every envelope with seq <= ``up_to``; return what was removed, in seq
+        order."""
         ...
 
     async def expire(self, before_ms: int) -> int:

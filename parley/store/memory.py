@@ -42,6 +42,8 @@ class MemoryStore:
             account_id = new_account_id
             self._handles[handle] = account_id
             self._accounts[account_id] = [handle]
+        if device.device_id in self._devices:
+            raise ValueError(f"device {device.device_id} exists")
         if sum(1 for d in self._devices.values() if d.account_id == account_id) >= max_devices:
             return Registration(None, created)
         self._devices[device.device_id] = replace(device, account_id=account_id)

@@ -119,9 +119,12 @@ class SqliteStore:
     async def open(self) -> None:
         directory = os.path.dirname(os.path.abspath(self.path))  # noqa: ASYNC240  once, at start
         os.makedirs(directory, mode=0o700, exist_ok=True)
+        # Create the file private before SQLite opens it: its -wal and -shm files copy
+        # the database file's mode, and the WAL holds committed data until a checkpoint.
+        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+        os.chmod(self.path, 0o600)
         self._writer.start(_migrate)
         self._reader.start(_configure)
-        os.chmod(self.path, 0o600)
 
     async def close(self) -> None:
         self._reader.stop()
@@ -316,10 +319,11 @@ def _fetch(db: sqlite3.Connection, device_id: str, after_seq: int, limit: int) -
 
 def _ack(db: sqlite3.Connection, device_id: str, up_to: int) -> list[AckedEnvelope]:
     rows = db.execute(
-        "DELETE FROM mailbox WHERE device_id = ? AND seq <= ? RETURNING message_id, kind, sender_account",
+        "DELETE FROM mailbox WHERE device_id = ? AND seq <= ? RETURNING seq, message_id, kind, sender_account",
         (device_id, up_to),
     ).fetchall()
-    return [AckedEnvelope(*row) for row in rows]
+    rows.sort()  # RETURNING order is unspecified; the interface promises seq order
+    return [AckedEnvelope(message_id, kind, sender) for _, message_id, kind, sender in rows]
 
 
 def _expire(db: sqlite3.Connection, before_ms: int) -> int:

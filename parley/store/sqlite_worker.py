@@ -38,6 +38,8 @@ class SqliteWorker:
 
     def start(self, setup: Callable[[sqlite3.Connection], None]) -> None:
         self._loop = asyncio.get_running_loop()
+        self._ready.clear()
+        self._startup_error = None
         self._thread = threading.Thread(target=self._run, args=(setup,), name=self._name, daemon=True)
         self._thread.start()
         self._ready.wait()

@@ -28,6 +28,8 @@ MAX_ID_CHARS: Final = 64
 MAX_DEVICE_NAME_CHARS: Final = 64
 MAX_KEY_CHARS: Final = 128
 MAX_FETCH: Final = 1000
+MAX_SMS_CHARS: Final = 1600  # over ten parts in any coding: sms_text says exactly
+MAX_FALLBACK_S: Final = 7 * 86_400
 # The largest request or frame: every envelope of a send at full size, plus framing.
 MAX_FRAME_BYTES: Final = 4 * 1024 * 1024
 
@@ -58,6 +60,11 @@ class ErrorCode:
     TOO_MANY_DEVICES: Final = "too_many_devices"
     TOO_LARGE: Final = "too_large"
     UNAVAILABLE: Final = "unavailable"
+    # The carrier path (SMS).
+    NOT_SMS_CAPABLE: Final = "not_sms_capable"  # the number cannot receive SMS
+    ON_PARLEY: Final = "on_parley"  # send over Parley; SMS to it only after its window
+    NOT_DUE: Final = "not_due"  # the fallback window is still open
+    NO_FALLBACK: Final = "no_fallback"  # delivered over Parley already: no SMS needed
 
 
 class WsClose:
@@ -123,6 +130,8 @@ class RegisterRequest(Struct, frozen=True):
     device_name: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_DEVICE_NAME_CHARS)]
     identity_key: Key = ""  # filled in by the encryption layer
     signing_key: Key = ""
+    # --- carrier path: the device's Curve25519 key that inbound SMS is sealed to ---
+    inbox_key: Key = ""
 
 
 class Registered(Struct, frozen=True):
@@ -179,11 +188,14 @@ class SendRequest(Struct, frozen=True):
 
     The targets are every device of every recipient plus the sender's own other devices.
     Posting the same ``message_id`` again from the same device stores nothing new.
+    ``fallback_s``: if no device of a recipient reached by phone number acks within this
+    many seconds, the sender's devices are told to send it as SMS (default 30; 0: never).
     """
 
     message_id: Id
     recipients: Annotated[list[Handle], msgspec.Meta(min_length=1, max_length=MAX_RECIPIENTS)]
     envelopes: Annotated[list[OutEnvelope], msgspec.Meta(max_length=MAX_ENVELOPES)]
+    fallback_s: Annotated[int, msgspec.Meta(ge=0, le=MAX_FALLBACK_S)] | None = None
 
 
 class SendAccepted(Struct, frozen=True):
@@ -191,7 +203,8 @@ class SendAccepted(Struct, frozen=True):
     duplicate: bool = False  # this id was already accepted; nothing new was stored
 
 
-EnvelopeKind = Literal["message", "delivered"]
+# "fallback", "sms_status" and "sms" are the carrier path's (see below).
+EnvelopeKind = Literal["message", "delivered", "fallback", "sms_status", "sms"]
 
 
 class Envelope(Struct, frozen=True):
@@ -201,7 +214,8 @@ class Envelope(Struct, frozen=True):
     to seq N" and resumes after it. ``kind`` is ``"message"`` for a body written by the
     sending device (opaque to the server) and ``"delivered"`` for a receipt the server
     writes when a recipient device acks (``body`` is a MessagePack
-    :class:`DeliveryReceipt`).
+    :class:`DeliveryReceipt`). The carrier path adds ``"fallback"`` (:class:`FallbackDue`),
+    ``"sms_status"`` (:class:`SmsStatus`) and ``"sms"`` (a :class:`SealedSms`).
     """
 
     seq: int
@@ -233,6 +247,67 @@ class AckResponse(Struct, frozen=True):
     removed: int
 
 
+# --- the carrier path: SMS out, fallback, SMS in ----------------------------------------
+
+SmsText = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_SMS_CHARS)]
+SmsState = Literal["pending", "sent", "delivered", "failed"]
+
+
+class SmsRequest(Struct, frozen=True):
+    """Send ``text`` by SMS from the sender's number, as message ``message_id``.
+
+    To a number not on Parley: straight away, with ``copies`` (envelopes for the sender's
+    other devices, as in a send). To a number on Parley: only as the fallback of message
+    ``message_id`` once its window has passed (the sender's devices are told). Either way
+    once: a repeat answers ``duplicate``.
+    """
+
+    message_id: Id
+    to: Handle
+    text: Annotated[str, msgspec.Meta(max_length=MAX_SMS_CHARS)]
+    copies: Annotated[list[OutEnvelope], msgspec.Meta(max_length=MAX_DEVICES_PER_ACCOUNT)] = []
+
+
+class SmsAccepted(Struct, frozen=True):
+    message_id: str
+    sms_id: str
+    state: SmsState
+    duplicate: bool = False
+
+
+class FallbackDue(Struct, frozen=True):
+    """Body of a ``fallback`` envelope: no device of ``recipients`` acked in the window."""
+
+    message_id: str
+    recipients: list[str]
+
+
+class SmsStatus(Struct, frozen=True):
+    """Body of an ``sms_status`` envelope: an SMS this account sent moved on."""
+
+    message_id: str
+    to: str
+    state: SmsState
+    at_ms: int
+    error: str = ""
+
+
+class SealedSms(Struct, frozen=True):
+    """Body of an ``sms`` envelope: an :class:`InboundSms`, sealed to the device's
+    ``inbox_key`` on arrival (vodozemac ``PkEncryption``), so no plaintext is at rest."""
+
+    ephemeral_key: bytes
+    mac: bytes
+    ciphertext: bytes
+
+
+class InboundSms(Struct, frozen=True):
+    sender: str  # E.164
+    to: str  # E.164: this account's number
+    text: str
+    received_at_ms: int
+
+
 # --- the carrier simulator (only when the server runs it) --------------------------------
 
 
@@ -247,6 +322,14 @@ class SimulatedSms(Struct, frozen=True):
 class HandsetInbox(Struct, frozen=True):
     number: str
     messages: list[SimulatedSms]
+
+
+class HandsetSend(Struct, frozen=True):
+    """An SMS-only handset sends a text (``parley sms send``)."""
+
+    sender: Handle
+    to: Handle
+    text: SmsText
 
 
 # --- WebSocket frames -------------------------------------------------------------------
@@ -312,6 +395,10 @@ frame_encode = msgspec.msgpack.Encoder().encode
 client_frame_decoder: msgspec.msgpack.Decoder[ClientFrame] = msgspec.msgpack.Decoder(ClientFrame)
 server_frame_decoder: msgspec.msgpack.Decoder[ServerFrame] = msgspec.msgpack.Decoder(ServerFrame)
 receipt_decoder = msgspec.msgpack.Decoder(DeliveryReceipt)
+fallback_decoder = msgspec.msgpack.Decoder(FallbackDue)
+sms_status_decoder = msgspec.msgpack.Decoder(SmsStatus)
+sealed_sms_decoder = msgspec.msgpack.Decoder(SealedSms)
+inbound_sms_decoder = msgspec.msgpack.Decoder(InboundSms)
 
 
 def json_decoder(kind: type[T]) -> msgspec.json.Decoder[T]:

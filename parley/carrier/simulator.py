@@ -1,20 +1,49 @@
 """The built-in carrier simulator: the embedded default carrier.
 
 It plays a phone network on one machine: every number has a handset that holds its SIM
-and keeps what reached it by SMS. It carries the server's verification codes, so a
-device registering against a simulator reads its own code the way a phone reads its own
-SMS. Its handsets are reachable over HTTP only when the server runs with the simulator.
+and keeps what reached it by SMS, whether or not that number also runs Parley. It
+carries the server's verification codes, so a device registering against a simulator
+reads its own code the way a phone reads its own SMS. A handset's texts go to the
+handset of the number they are addressed to and, like a carrier routing an SMS to an
+operator's gateway, to the server (which delivers it if a Parley account owns the number).
+Its handsets are reachable over HTTP only when the server runs with the simulator.
+
+For tests it can also play an outage (``outage = True``: every send fails, temporarily)
+and a carrier that rejects what it is given (``reject = True``).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
-from parley.carrier.base import Sms
+from parley.carrier.base import (
+    CarrierEvent,
+    CarrierSink,
+    CarrierSms,
+    DeliveryReport,
+    EventKind,
+    GatewayError,
+    OutboundSms,
+)
 
 # A handset keeps its latest messages, like a phone with a full inbox dropping old ones.
 HANDSET_KEEPS = 500
+
+__all__ = ["HANDSET_KEEPS", "CarrierSimulator", "Handset", "Sms"]
+
+
+@dataclass(frozen=True)
+class Sms:
+    """One SMS as a handset sees it. ``sender``/``to`` are E.164 numbers (or a sender id)."""
+
+    sms_id: str
+    sender: str
+    to: str
+    text: str
+    at_ms: int
 
 
 @dataclass
@@ -30,17 +59,68 @@ class CarrierSimulator:
         self._clock = clock
         self._make_id = make_id
         self._handsets: dict[str, Handset] = {}
+        self._sink: CarrierSink | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.outage = False
+        self.reject = False
+
+    # --- the gateway interface ---
+
+    async def start(self, sink: CarrierSink) -> None:
+        self._sink = sink
+
+    async def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        self._sink = None
+
+    async def send(self, sms: OutboundSms) -> str:
+        if self.outage:
+            raise GatewayError("the simulated carrier is down", temporary=True)
+        if self.reject:
+            raise GatewayError("the simulated carrier rejected the SMS", temporary=False)
+        text = "".join(part.text for part in sms.encoded.parts)
+        delivered = self._deliver(sms.sender, sms.to, text)
+        if sms.want_report:
+            self._later(DeliveryReport(delivered=True, sms_id=sms.sms_id, carrier_ref=delivered.sms_id))
+        return delivered.sms_id
+
+    # --- what handsets do ---
 
     def handset(self, number: str) -> Handset:
         return self._handsets.setdefault(number, Handset(number))
 
-    async def send_sms(self, sender: str, to: str, text: str) -> str:
+    def inbox(self, number: str) -> list[Sms]:
+        handset = self._handsets.get(number)
+        return list(handset.received) if handset else []
+
+    async def handset_send(self, sender: str, to: str, text: str) -> Sms:
+        """The handset of ``sender`` texts ``to``: it reaches that handset and the server."""
+        sms = self._deliver(sender, to, text)
+        if self._sink is not None:
+            await self._sink.inbound(CarrierSms(sms.sms_id, sender, to, text, sms.at_ms))
+        return sms
+
+    async def carrier_event(self, kind: EventKind, number: str) -> None:
+        """A carrier event for ``number`` (issue 4 drives these from the command line)."""
+        if kind == "move":
+            self._handsets[number] = Handset(number)  # the SIM goes into a fresh handset
+        if self._sink is not None:
+            await self._sink.event(CarrierEvent(kind, number, self._clock()))
+
+    # --- internals ---
+
+    def _deliver(self, sender: str, to: str, text: str) -> Sms:
         sms = Sms(self._make_id(), sender, to, text, self._clock())
         received = self.handset(to).received
         received.append(sms)
         del received[:-HANDSET_KEEPS]
-        return sms.sms_id
+        return sms
 
-    def inbox(self, number: str) -> list[Sms]:
-        handset = self._handsets.get(number)
-        return list(handset.received) if handset else []
+    def _later(self, report: DeliveryReport) -> None:
+        sink = self._sink
+        if sink is None:
+            return
+        task = asyncio.ensure_future(sink.report(report))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)

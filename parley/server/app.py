@@ -21,7 +21,9 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from parley.carrier.base import SmsGateway
+from parley.carrier.kannel import KannelGateway
 from parley.carrier.simulator import CarrierSimulator
+from parley.carrier.smpp import SmppGateway
 from parley.errors import ApiError
 from parley.server.config import ServerConfig
 from parley.server.directory import Directory
@@ -29,6 +31,7 @@ from parley.server.http_api import Api, error_response
 from parley.server.hub import Hub
 from parley.server.limits import Limiter
 from parley.server.openapi import openapi_document
+from parley.server.sms import SmsService
 from parley.server.ws import serve_device
 from parley.store.base import Store
 from parley.store.sqlite import SqliteStore
@@ -68,19 +71,15 @@ def build_app(
 ) -> Starlette:
     os.makedirs(config.data_dir, mode=0o700, exist_ok=True)
     store = store or SqliteStore(config.database_path)
-    simulator: CarrierSimulator | None = None
-    if gateway is None:
-        if config.carrier != "sim":
-            raise ValueError(f"unknown carrier {config.carrier!r}; this build has: sim")
-        simulator = CarrierSimulator(clock, lambda: make_id("s"))
-        gateway = simulator
-    elif isinstance(gateway, CarrierSimulator):
-        simulator = gateway
+    gateway = gateway or build_gateway(config, clock)
+    simulator = gateway if isinstance(gateway, CarrierSimulator) else None
     limiter = Limiter(clock, enabled=config.rate_limits)
     secret = load_or_create_secret(config.secret_path)
     directory = Directory(store, gateway, limiter, secret, clock, make_id, SMS_SENDER)
     hub = Hub(store, directory, clock)
-    api = Api(directory, hub, store, clock, gateway.name, simulator)
+    sms = SmsService(store, directory, hub, gateway, clock, make_id)
+    kannel_secret = config.carrier_secret if isinstance(gateway, KannelGateway) else None
+    api = Api(directory, hub, store, clock, gateway.name, simulator, sms, kannel_secret)
 
     async def websocket_endpoint(websocket: WebSocket) -> None:
         await serve_device(websocket, directory, hub, store, clock, config.push_window)
@@ -102,6 +101,7 @@ def build_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await store.open()
+        await sms.start()
         expiry = asyncio.create_task(expire_loop())
         try:
             yield
@@ -109,6 +109,7 @@ def build_app(
             expiry.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await expiry
+            await sms.stop()
             await store.close()
 
     handlers = api.handlers()
@@ -136,6 +137,36 @@ def build_app(
         lifespan=lifespan,
         exception_handlers={ApiError: on_api_error, Exception: on_unexpected},
     )
+
+
+def build_gateway(config: ServerConfig, clock: Callable[[], int]) -> SmsGateway:
+    """The SMS gateway ``config.carrier`` names: sim (default), kannel or smpp."""
+    if config.carrier == "sim":
+        return CarrierSimulator(clock, lambda: make_id("s"))
+    if config.carrier == "kannel":
+        if not config.carrier_secret or not config.kannel_username:
+            raise ValueError("--carrier kannel needs --carrier-secret and --kannel-username/--kannel-password")
+        callback = config.callback_url or f"http://{config.host}:{config.port}"
+        return KannelGateway(
+            config.kannel_sendsms_url,
+            config.kannel_username,
+            config.kannel_password,
+            callback,
+            config.carrier_secret,
+            clock,
+        )
+    if config.carrier == "smpp":
+        if not config.smpp_system_id:
+            raise ValueError("--carrier smpp needs --smpp-system-id (and usually --smpp-password)")
+        return SmppGateway(
+            config.smpp_host,
+            config.smpp_port,
+            config.smpp_system_id,
+            config.smpp_password,
+            clock,
+            system_type=config.smpp_system_type,
+        )
+    raise ValueError(f"unknown carrier {config.carrier!r}; choose sim, kannel or smpp")
 
 
 def _dispatch(

@@ -18,6 +18,17 @@ class ServerConfig:
     message_ttl_days: float = 30.0  # queued envelopes older than this are dropped
     push_window: int = 1024  # envelopes in flight per connection
     expiry_interval_s: float = 3600.0
+    # --- the carrier path (see docs/carrier.md) ---
+    carrier_secret: str = ""  # shared secret gateway callbacks must carry (kannel)
+    callback_url: str = ""  # this server as the gateway reaches it; default http://host:port
+    kannel_sendsms_url: str = "http://127.0.0.1:13013/cgi-bin/sendsms"
+    kannel_username: str = ""
+    kannel_password: str = ""
+    smpp_host: str = "127.0.0.1"
+    smpp_port: int = 2775
+    smpp_system_id: str = ""
+    smpp_password: str = ""
+    smpp_system_type: str = ""
 
     @property
     def database_path(self) -> str:

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from parley.carrier.base import SmsGateway
-from parley.core import codes, handles
+from parley.carrier.base import GatewayError, OutboundSms, SmsGateway
+from parley.core import codes, handles, sms_text
 from parley.errors import ApiError, InvalidHandle
 from parley.server.limits import Limiter
 from parley.store.base import DeviceRecord, Store
@@ -26,6 +27,8 @@ from parley.wire import (
     LookupResult,
     Registered,
 )
+
+log = logging.getLogger("parley.directory")
 
 LOOKUP_TTL_S = 300  # how long a client may cache a lookup answer
 CACHE_LIMIT = 100_000
@@ -88,11 +91,25 @@ class Directory:
         now = self._clock()
         await self._store.put_code(codes.issue(self._secret, handle, REGISTER, code, now))
         text = f"Your Parley code is {code}. Do not share it with anyone."
-        await self._gateway.send_sms(self._sms_sender, handles.phone_of(handle), text)
+        sms = OutboundSms(
+            self._make_id("c"), self._sms_sender, handles.phone_of(handle), sms_text.encode(text, 0), want_report=False
+        )
+        try:
+            await self._gateway.send(sms)
+        except GatewayError as error:
+            log.warning("a code could not be sent by %s: %s", self._gateway.name, error)
+            raise ApiError(503, ErrorCode.UNAVAILABLE, "the SMS gateway cannot send the code now; try again") from None
         return CodeSent(handle=handle, channel="sms", expires_in_s=codes.CODE_TTL_MS // 1000)
 
     async def register(
-        self, raw_handle: str, code: str, device_name: str, identity_key: str, signing_key: str, address: str
+        self,
+        raw_handle: str,
+        code: str,
+        device_name: str,
+        identity_key: str,
+        signing_key: str,
+        address: str,
+        inbox_key: str = "",
     ) -> Registered:
         handle = normalise_or_400(raw_handle)
         self._limiter.check("verify:address", address)
@@ -107,6 +124,7 @@ class Directory:
             created_at_ms=self._clock(),
             identity_key=identity_key,
             signing_key=signing_key,
+            inbox_key=inbox_key,
         )
         outcome = await self._store.register_device(handle, self._make_id("a"), record, MAX_DEVICES_PER_ACCOUNT)
         if outcome.account_id is None:

@@ -3,6 +3,7 @@ encode the answer. The route table below is also the source of ``/openapi.json``
 
 from __future__ import annotations
 
+import hmac
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -13,11 +14,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from parley import __version__
+from parley.carrier import kannel
 from parley.carrier.simulator import CarrierSimulator
 from parley.core import handles
 from parley.errors import ApiError, InvalidHandle
 from parley.server.directory import Directory, device_info
 from parley.server.hub import Hub
+from parley.server.sms import SmsService
 from parley.server.ws import bearer, error_info
 from parley.store.base import DeviceRecord, Store
 from parley.wire import (
@@ -32,6 +35,7 @@ from parley.wire import (
     ErrorCode,
     FetchResponse,
     HandsetInbox,
+    HandsetSend,
     LookupRequest,
     LookupResponse,
     Registered,
@@ -40,6 +44,8 @@ from parley.wire import (
     SendRequest,
     ServerInfo,
     SimulatedSms,
+    SmsAccepted,
+    SmsRequest,
     json_encode,
 )
 
@@ -68,7 +74,13 @@ ENDPOINTS = [
     Endpoint("POST", "/v1/messages", "Send one message to every target device", SendRequest, SendAccepted, 200, True),
     Endpoint("GET", "/v1/messages", "This device's queued envelopes", None, FetchResponse, auth=True),
     Endpoint("POST", "/v1/messages/ack", "Remove envelopes up to a seq", AckRequest, AckResponse, auth=True),
+    Endpoint(
+        "POST", "/v1/sms", "Send a text by SMS (not on Parley, or a fallback)", SmsRequest, SmsAccepted, 202, True
+    ),
     Endpoint("GET", "/v1/sim/handsets/{number}/inbox", "Simulator: SMS a handset received", None, HandsetInbox),
+    Endpoint("POST", "/v1/sim/sms", "Simulator: an SMS-only handset sends a text", HandsetSend, SimulatedSms, 202),
+    Endpoint("GET", kannel.INBOUND_PATH, "Kannel get-url: an SMS arrived (needs ?secret=)", None, None, 202),
+    Endpoint("GET", kannel.REPORT_PATH, "Kannel dlr-url: a delivery report (needs ?secret=)", None, None, 202),
 ]
 
 
@@ -81,6 +93,8 @@ class Api:
         clock: Callable[[], int],
         carrier_name: str,
         simulator: CarrierSimulator | None,
+        sms: SmsService,
+        kannel_secret: str | None = None,
     ) -> None:
         self._directory = directory
         self._hub = hub
@@ -88,6 +102,8 @@ class Api:
         self._clock = clock
         self._carrier_name = carrier_name
         self._simulator = simulator
+        self._sms = sms
+        self._kannel_secret = kannel_secret
 
     async def info(self, request: Request) -> Response:
         return reply(ServerInfo(version=__version__, carrier=self._carrier_name, server_time_ms=self._clock()))
@@ -151,6 +167,47 @@ class Api:
         messages = [SimulatedSms(s.sms_id, s.sender, s.to, s.text, s.at_ms) for s in self._simulator.inbox(number)]
         return reply(HandsetInbox(number, messages))
 
+    async def send_sms(self, request: Request) -> Response:
+        device = await self._authenticate(request)
+        body = await decode(request, SmsRequest)
+        return reply(await self._sms.submit(device, body), 202)
+
+    async def handset_send(self, request: Request) -> Response:
+        if self._simulator is None:
+            raise ApiError(404, ErrorCode.NOT_FOUND, "this server does not run the carrier simulator")
+        body = await decode(request, HandsetSend)
+        sender, to = phone_or_400(body.sender), phone_or_400(body.to)
+        sms = await self._simulator.handset_send(sender, to, body.text)
+        return reply(SimulatedSms(sms.sms_id, sms.sender, sms.to, sms.text, sms.at_ms), 202)
+
+    async def kannel_inbound(self, request: Request) -> Response:
+        params = self._kannel_params(request)
+        try:
+            sms = kannel.parse_inbound(params, self._clock())
+        except ValueError as error:
+            raise ApiError(400, ErrorCode.BAD_REQUEST, f"malformed inbound SMS: {error}") from None
+        if not await self._sms.inbound(sms):
+            raise ApiError(404, ErrorCode.NOT_ON_PARLEY, "no Parley account owns that number")
+        return reply({"ok": True}, 202)
+
+    async def kannel_report(self, request: Request) -> Response:
+        params = self._kannel_params(request)
+        try:
+            report = kannel.parse_report(params)
+        except ValueError as error:
+            raise ApiError(400, ErrorCode.BAD_REQUEST, f"malformed delivery report: {error}") from None
+        await self._sms.report(report)
+        return reply({"ok": True}, 202)
+
+    def _kannel_params(self, request: Request) -> dict[str, str]:
+        if self._kannel_secret is None:
+            raise ApiError(404, ErrorCode.NOT_FOUND, "this server does not run the Kannel gateway")
+        params = dict(request.query_params)
+        given = params.pop("secret", "")
+        if not hmac.compare_digest(given.encode(), self._kannel_secret.encode()):
+            raise ApiError(401, ErrorCode.UNAUTHORIZED, "a gateway callback needs the shared secret")
+        return params
+
     async def _authenticate(self, request: Request) -> DeviceRecord:
         return await self._directory.authenticate(bearer(request.headers))
 
@@ -165,7 +222,11 @@ class Api:
             ("POST", "/v1/messages"): self.send,
             ("GET", "/v1/messages"): self.fetch,
             ("POST", "/v1/messages/ack"): self.ack,
+            ("POST", "/v1/sms"): self.send_sms,
             ("GET", "/v1/sim/handsets/{number}/inbox"): self.handset_inbox,
+            ("POST", "/v1/sim/sms"): self.handset_send,
+            ("GET", kannel.INBOUND_PATH): self.kannel_inbound,
+            ("GET", kannel.REPORT_PATH): self.kannel_report,
         }
         assert set(by_route) == {(e.method, e.path) for e in ENDPOINTS}, "route table and handlers disagree"
         return by_route
@@ -216,6 +277,13 @@ def error_response(error: ApiError) -> Response:
 
 def address(request: Request) -> str:
     return request.client.host if request.client else "unknown"
+
+
+def phone_or_400(raw: str) -> str:
+    try:
+        return handles.phone_of(handles.normalise(raw)) if raw.startswith("tel:") else handles.normalise_phone(raw)
+    except InvalidHandle as error:
+        raise ApiError(400, ErrorCode.INVALID_HANDLE, str(error)) from None
 
 
 def query_int(request: Request, name: str, default: int, low: int, high: int) -> int:

@@ -4,6 +4,11 @@ A send is checked against the directory (the core decides), committed to every t
 mailbox in one store call, and only then pushed to whichever target devices are
 connected; the rest read their mailbox when they reconnect. An ack removes envelopes
 and writes "delivered" receipts to the senders' devices the same way.
+
+The carrier path: a send to numbers on Parley starts fallback watches in the same store
+call (``core.fallback`` decides which); an ack settles them. The SMS service
+(``parley.server.sms``) writes its envelopes (fallback notices, SMS status, inbound
+SMS) through :meth:`Hub.deliver` and :meth:`Hub.commit_copies`.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from parley.core import fanout, handles
+from parley.core import fallback, fanout, handles
 from parley.core.receipts import plan_receipts
 from parley.errors import ApiError, InvalidHandle
 from parley.server.directory import Directory
@@ -38,6 +43,7 @@ class SendPlan:
     sender: DeviceRecord
     message_id: str
     envelopes: list[NewEnvelope]
+    fallbacks: list[fallback.Fallback]
 
 
 class Hub:
@@ -74,6 +80,7 @@ class Hub:
     async def plan(self, sender: DeviceRecord, request: SendRequest) -> SendPlan:
         """Check a send against the directory; raise ApiError if it cannot be stored."""
         recipient_devices: dict[str, tuple[str, ...]] = {}
+        reached: list[tuple[str, str]] = []
         for raw in request.recipients:
             try:
                 handle = handles.normalise(raw)
@@ -84,6 +91,7 @@ class Hub:
             if account is None or not account.device_ids:
                 raise ApiError(404, ErrorCode.NOT_ON_PARLEY, f"{handle} is not on Parley")
             recipient_devices[account.account_id] = account.device_ids
+            reached.append((handle, account.account_id))
         own = await self._directory.account(sender.account_id)
         named = [envelope.device_id for envelope in request.envelopes]
         repeated = fanout.duplicates(named)
@@ -113,7 +121,8 @@ class Hub:
             )
             for out in request.envelopes
         ]
-        return SendPlan(sender, request.message_id, envelopes)
+        watches = fallback.watches_for_send(sender.account_id, request.message_id, reached, now, request.fallback_s)
+        return SendPlan(sender, request.message_id, envelopes, watches)
 
     async def commit(self, plan: SendPlan) -> SendAccepted:
         """Store a planned send and push it to the targets that are connected.
@@ -121,7 +130,9 @@ class Hub:
         The store call is queued before this coroutine's first suspension, so sends
         committed in the order their ``commit`` tasks were created keep that order.
         """
-        submitted = await self._store.submit(plan.sender.device_id, plan.message_id, plan.envelopes, self._clock())
+        submitted = await self._store.submit(
+            plan.sender.device_id, plan.message_id, plan.envelopes, self._clock(), plan.fallbacks
+        )
         if not submitted.duplicate:
             self._push(submitted.device_ids, submitted.envelopes)
         return SendAccepted(message_id=plan.message_id, duplicate=submitted.duplicate)
@@ -137,6 +148,8 @@ class Hub:
         plans = plan_receipts(acked, device.account_id)
         if not plans:
             return len(acked)
+        settled = [(plan.sender_account, message_id) for plan in plans for message_id in plan.message_ids]
+        await self._store.settle_fallbacks(device.account_id, settled)
         now = self._clock()
         acker = await self._directory.account(device.account_id)
         receipts: list[NewEnvelope] = []
@@ -156,9 +169,21 @@ class Hub:
                 )
                 for target in sender.device_ids
             )
-        stored = await self._store.enqueue(receipts)
-        self._push([r.device_id for r in receipts], stored)
+        await self.deliver(receipts)
         return len(acked)
+
+    async def deliver(self, envelopes: list[NewEnvelope]) -> None:
+        """Store server-written envelopes and push them to the targets that are connected."""
+        if not envelopes:
+            return
+        stored = await self._store.enqueue(envelopes)
+        self._push([e.device_id for e in envelopes], stored)
+
+    async def commit_copies(self, sender: DeviceRecord, message_id: str, copies: list[NewEnvelope]) -> None:
+        """Store the sender's own copies of a message that went out only by SMS, once."""
+        submitted = await self._store.submit(sender.device_id, message_id, copies, self._clock())
+        if not submitted.duplicate:
+            self._push(submitted.device_ids, submitted.envelopes)
 
     def _push(self, device_ids: list[str], envelopes: list[Envelope]) -> None:
         by_device: dict[str, list[Envelope]] = {}

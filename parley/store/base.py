@@ -14,14 +14,20 @@ Rules every implementation keeps:
   after the mailbox empties, so "everything up to seq N" is a safe cumulative ack.
 * ``remove_device`` drops the device's mailbox with it.
 * Device ids are unique: registering an id that exists is an error.
+* The carrier path (fallback watches and the SMS outbox): ``submit`` stores a send's
+  fallback watches in the same transaction as its envelopes; ``queue_sms`` applies
+  :func:`parley.core.fallback.claim` inside one transaction, so an SMS is queued at most
+  once per (sender account, message id, number) however many devices ask at once.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from parley.core.codes import PendingCode
+from parley.core.fallback import Claim, Fallback, FallbackKey, OutboxItem
 from parley.core.receipts import AckedEnvelope
 from parley.wire import Envelope, EnvelopeKind
 
@@ -35,6 +41,8 @@ class DeviceRecord:
     created_at_ms: int
     identity_key: str = ""
     signing_key: str = ""
+    # --- carrier path ---
+    inbox_key: str = ""  # Curve25519 (base64) that inbound SMS is sealed to; "" if none
 
 
 @dataclass(frozen=True)
@@ -100,8 +108,17 @@ class Store(Protocol):
 
     # --- mailboxes ---
 
-    async def submit(self, sender_device: str, message_id: str, envelopes: list[NewEnvelope], now_ms: int) -> Submitted:
-        """Store one message's envelopes atomically, once per (sender_device, message_id)."""
+    async def submit(
+        self,
+        sender_device: str,
+        message_id: str,
+        envelopes: list[NewEnvelope],
+        now_ms: int,
+        fallbacks: Sequence[Fallback] = (),
+    ) -> Submitted:
+        """Store one message's envelopes atomically, once per (sender_device, message_id),
+        with its fallback watches (ignored on a duplicate; a watch whose key exists is
+        kept as it is)."""
         ...
 
     async def enqueue(self, envelopes: list[NewEnvelope]) -> list[Envelope]:
@@ -119,8 +136,43 @@ class Store(Protocol):
         ...
 
     async def expire(self, before_ms: int) -> int:
-        """Drop envelopes sent, and idempotency keys made, before ``before_ms``; return how
-        many envelopes were dropped."""
+        """Drop envelopes sent, idempotency keys made, fallback watches due, and SMS outbox
+        items created (unless still PENDING) before ``before_ms``; return how many
+        envelopes were dropped."""
         ...
 
     async def queued_count(self, device_id: str) -> int: ...
+
+    # --- the carrier path: fallback watches and the SMS outbox ---
+
+    async def settle_fallbacks(self, recipient_account: str, acked: Sequence[tuple[str, str]]) -> int:
+        """A device of ``recipient_account`` acked these (sender_account, message_id):
+        drop their watches for that account; return how many were dropped."""
+        ...
+
+    async def due_fallbacks(self, now_ms: int, limit: int) -> list[Fallback]:
+        """Up to ``limit`` WAITING watches whose deadline is <= ``now_ms``, oldest first."""
+        ...
+
+    async def fallbacks_notified(self, keys: Sequence[FallbackKey]) -> None:
+        """Mark these watches DUE (the sender's devices were told)."""
+        ...
+
+    async def queue_sms(self, item: OutboxItem, fallback: FallbackKey | None, now_ms: int) -> tuple[Claim, OutboxItem]:
+        """Atomically: judge with ``core.fallback.claim`` (already queued for
+        (item.sender_account, item.message_id, item.to_number)? the watch ``fallback``,
+        if given?); on QUEUED store ``item`` and drop the watch. Return the claim and the
+        stored item (the existing one on DUPLICATE, ``item`` otherwise)."""
+        ...
+
+    async def sms_to_send(self, now_ms: int, limit: int) -> list[OutboxItem]:
+        """Up to ``limit`` PENDING items whose next attempt is due, oldest first."""
+        ...
+
+    async def update_sms(self, item: OutboxItem) -> None:
+        """Write back an item's state, text, attempts, next attempt, carrier ref, error."""
+        ...
+
+    async def find_sms(self, sms_id: str = "", carrier_ref: str = "") -> OutboxItem | None:
+        """The outbox item with this id, or (if ``sms_id`` is empty) this carrier ref."""
+        ...

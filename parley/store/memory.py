@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import bisect
+from collections.abc import Sequence
 from dataclasses import replace
 
+from parley.core import fallback as fb
 from parley.core.codes import PendingCode
 from parley.core.receipts import AckedEnvelope
 from parley.store.base import DeviceRecord, NewEnvelope, Registration, Submitted
@@ -20,6 +22,8 @@ class MemoryStore:
         self._sent: dict[tuple[str, str], int] = {}
         self._mailboxes: dict[str, list[Envelope]] = {}
         self._seq = 0
+        self._watches: dict[fb.FallbackKey, fb.Fallback] = {}
+        self._outbox: dict[str, fb.OutboxItem] = {}
 
     async def open(self) -> None:
         pass
@@ -70,11 +74,20 @@ class MemoryStore:
     async def delete_code(self, handle: str, purpose: str) -> None:
         self._codes.pop((handle, purpose), None)
 
-    async def submit(self, sender_device: str, message_id: str, envelopes: list[NewEnvelope], now_ms: int) -> Submitted:
+    async def submit(
+        self,
+        sender_device: str,
+        message_id: str,
+        envelopes: list[NewEnvelope],
+        now_ms: int,
+        fallbacks: Sequence[fb.Fallback] = (),
+    ) -> Submitted:
         key = (sender_device, message_id)
         if key in self._sent:
             return Submitted(True, [], [])
         self._sent[key] = now_ms
+        for watch in fallbacks:
+            self._watches.setdefault(watch.key, watch)
         stored = await self.enqueue(envelopes)
         return Submitted(False, stored, [e.device_id for e in envelopes])
 
@@ -121,7 +134,70 @@ class MemoryStore:
             dropped += len(mailbox) - len(kept)
             self._mailboxes[device_id] = kept
         self._sent = {key: at for key, at in self._sent.items() if at >= before_ms}
+        self._watches = {key: w for key, w in self._watches.items() if w.deadline_ms >= before_ms}
+        self._outbox = {
+            sms_id: item
+            for sms_id, item in self._outbox.items()
+            if item.created_at_ms >= before_ms or item.state is fb.SmsState.PENDING
+        }
         return dropped
 
     async def queued_count(self, device_id: str) -> int:
         return len(self._mailboxes.get(device_id, []))
+
+    # --- the carrier path ---
+
+    async def settle_fallbacks(self, recipient_account: str, acked: Sequence[tuple[str, str]]) -> int:
+        dropped = 0
+        for sender_account, message_id in acked:
+            key = fb.FallbackKey(sender_account, message_id, recipient_account)
+            dropped += self._watches.pop(key, None) is not None
+        return dropped
+
+    async def due_fallbacks(self, now_ms: int, limit: int) -> list[fb.Fallback]:
+        due = [w for w in self._watches.values() if fb.is_due(w, now_ms)]
+        return sorted(due, key=lambda w: (w.deadline_ms, w.message_id))[:limit]
+
+    async def fallbacks_notified(self, keys: Sequence[fb.FallbackKey]) -> None:
+        for key in keys:
+            watch = self._watches.get(key)
+            if watch is not None:
+                self._watches[key] = replace(watch, state=fb.WatchState.DUE)
+
+    async def queue_sms(
+        self, item: fb.OutboxItem, fallback: fb.FallbackKey | None, now_ms: int
+    ) -> tuple[fb.Claim, fb.OutboxItem]:
+        existing = next(
+            (
+                o
+                for o in self._outbox.values()
+                if (o.sender_account, o.message_id, o.to_number)
+                == (item.sender_account, item.message_id, item.to_number)
+            ),
+            None,
+        )
+        watch = self._watches.get(fallback) if fallback is not None else None
+        verdict = fb.claim(existing is not None, fallback is not None, watch, now_ms)
+        if verdict is fb.Claim.DUPLICATE:
+            assert existing is not None
+            return verdict, existing
+        if verdict is fb.Claim.QUEUED:
+            self._outbox[item.sms_id] = item
+            if fallback is not None:
+                self._watches.pop(fallback, None)
+        return verdict, item
+
+    async def sms_to_send(self, now_ms: int, limit: int) -> list[fb.OutboxItem]:
+        ready = [o for o in self._outbox.values() if o.state is fb.SmsState.PENDING and o.next_attempt_ms <= now_ms]
+        return sorted(ready, key=lambda o: (o.next_attempt_ms, o.created_at_ms, o.sms_id))[:limit]
+
+    async def update_sms(self, item: fb.OutboxItem) -> None:
+        if item.sms_id in self._outbox:
+            self._outbox[item.sms_id] = item
+
+    async def find_sms(self, sms_id: str = "", carrier_ref: str = "") -> fb.OutboxItem | None:
+        if sms_id:
+            return self._outbox.get(sms_id)
+        if not carrier_ref:
+            return None
+        return next((o for o in self._outbox.values() if o.carrier_ref == carrier_ref), None)

@@ -16,9 +16,21 @@ from typing import Any
 
 from parley.client.device import Device, Event, Received, StateChanged, Unreadable
 from parley.client.profile import StoredMessage
-from parley.errors import ParleyError
+from parley.errors import ParleyError, UsageError
 
-STATE_LABELS = {"sending": "Sending", "sent": "Sent", "delivered": "Delivered", "received": ""}
+STATE_LABELS = {
+    "sending": "Sending",
+    "sent": "Sent",
+    "delivered": "Delivered",
+    "received": "",
+    "sms_due": "Sending as SMS",
+    "sms_handed": "Handed over as SMS",
+    "sms_pending": "SMS pending",
+    "sms_sent": "Sent as SMS",
+    "sms_delivered": "Delivered by SMS",
+    "sms_failed": "SMS failed",
+    "received_sms": "SMS",
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -52,7 +64,28 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
     serve.add_argument("--data", default=None, help="data folder (default ./parley-data)")
-    serve.add_argument("--carrier", default="sim", choices=["sim"], help="SMS carrier (default: the simulator)")
+    serve.add_argument(
+        "--carrier", default="sim", choices=["sim", "kannel", "smpp"], help="SMS carrier (default: the simulator)"
+    )
+    carrier = serve.add_argument_group("carrier options (docs/carrier.md)")
+    carrier.add_argument(
+        "--carrier-secret",
+        default=os.environ.get("PARLEY_CARRIER_SECRET", ""),
+        help="shared secret gateway callbacks carry (kannel; or $PARLEY_CARRIER_SECRET)",
+    )
+    carrier.add_argument("--callback-url", default="", help="this server as the gateway reaches it (kannel)")
+    carrier.add_argument("--kannel-sendsms-url", default="http://127.0.0.1:13013/cgi-bin/sendsms")
+    carrier.add_argument("--kannel-username", default="")
+    carrier.add_argument(
+        "--kannel-password", default=os.environ.get("PARLEY_KANNEL_PASSWORD", ""), help="or $PARLEY_KANNEL_PASSWORD"
+    )
+    carrier.add_argument("--smpp-host", default="127.0.0.1")
+    carrier.add_argument("--smpp-port", type=int, default=2775)
+    carrier.add_argument("--smpp-system-id", default="")
+    carrier.add_argument(
+        "--smpp-password", default=os.environ.get("PARLEY_SMPP_PASSWORD", ""), help="or $PARLEY_SMPP_PASSWORD"
+    )
+    carrier.add_argument("--smpp-system-type", default="")
     serve.add_argument("--message-ttl-days", type=float, default=30.0, help="drop queued envelopes after this")
     serve.add_argument(
         "--no-rate-limits", action="store_true", help="for benchmarks only: allow unlimited registrations"
@@ -77,7 +110,27 @@ def build_parser() -> argparse.ArgumentParser:
     add_profile(send)
     send.add_argument("handle", metavar="HANDLE")
     send.add_argument("text", metavar="TEXT")
+    send.add_argument(
+        "--fallback",
+        type=int,
+        default=None,
+        metavar="SECONDS",
+        help="send as SMS if no device of the recipient acks within this (default 30; 0: never)",
+    )
     send.set_defaults(run=run_send)
+
+    sms = commands.add_parser("sms", help="the carrier simulator's SMS-only phones")
+    sms.add_argument("--server", required=True, help="server URL (running with --carrier sim)")
+    phones = sms.add_subparsers(dest="sms_command", metavar="ACTION", required=True)
+    sms_send = phones.add_parser("send", help="an SMS-only phone sends a text")
+    sms_send.add_argument("--from", dest="sender", required=True, help="the phone's number, +E.164")
+    sms_send.add_argument("--to", required=True, help="the number to text, +E.164")
+    sms_send.add_argument("text", metavar="TEXT")
+    sms_send.set_defaults(run=run_sms_send)
+    sms_inbox = phones.add_parser("inbox", help="what reached a number's handset by SMS")
+    sms_inbox.add_argument("number", metavar="+E164")
+    sms_inbox.add_argument("--json", action="store_true")
+    sms_inbox.set_defaults(run=run_sms_inbox)
 
     inbox = commands.add_parser("inbox", help="fetch what arrived, then list the history")
     add_profile(inbox)
@@ -120,7 +173,23 @@ def run_serve(args: argparse.Namespace) -> int:
         carrier=args.carrier,
         rate_limits=not args.no_rate_limits,
         message_ttl_days=args.message_ttl_days,
+        carrier_secret=args.carrier_secret,
+        callback_url=args.callback_url,
+        kannel_sendsms_url=args.kannel_sendsms_url,
+        kannel_username=args.kannel_username,
+        kannel_password=args.kannel_password,
+        smpp_host=args.smpp_host,
+        smpp_port=args.smpp_port,
+        smpp_system_id=args.smpp_system_id,
+        smpp_password=args.smpp_password,
+        smpp_system_type=args.smpp_system_type,
     )
+    try:
+        from parley.server.app import build_gateway
+
+        build_gateway(config, lambda: 0)  # checks the carrier options before starting
+    except ValueError as error:
+        raise UsageError(str(error)) from None
     serve(config)
     return 0
 
@@ -165,9 +234,41 @@ def run_lookup(args: argparse.Namespace) -> int:
 def run_send(args: argparse.Namespace) -> int:
     async def go(device: Device) -> None:
         await device.flush_outbox()
-        print(await device.send_text([args.handle], args.text))
+        print(await device.send_text([args.handle], args.text, fallback_s=args.fallback))
 
     return with_device(args.profile, go)
+
+
+def run_sms_send(args: argparse.Namespace) -> int:
+    from parley.client.api import ServerApi
+
+    async def go() -> None:
+        async with ServerApi(args.server) as api:
+            sms = await api.handset_send(args.sender, args.to, args.text)
+            print(sms.sms_id)
+
+    asyncio.run(go())
+    return 0
+
+
+def run_sms_inbox(args: argparse.Namespace) -> int:
+    from parley.client.api import ServerApi
+    from parley.core.handles import normalise_phone
+
+    async def go() -> None:
+        number = normalise_phone(args.number)
+        async with ServerApi(args.server) as api:
+            inbox = await api.handset_inbox(number)
+        if args.json:
+            print(json.dumps(_plain(inbox.messages), indent=2))
+            return
+        if not inbox.messages:
+            print(f"No SMS reached {number}.")
+        for sms in inbox.messages:
+            print(f"{when(sms.at_ms)}  ← {sms.sender}: {sms.text}")
+
+    asyncio.run(go())
+    return 0
 
 
 def run_inbox(args: argparse.Namespace) -> int:
@@ -251,7 +352,8 @@ def format_message(message: StoredMessage) -> str:
     if message.direction == "out":
         label = STATE_LABELS.get(message.state, message.state)
         return f"{when(message.sent_at_ms)}  → {message.conversation}: {message.text}  [{label}]"
-    return f"{when(message.sent_at_ms)}  ← {message.sender_handle}: {message.text}"
+    via = "  (SMS)" if message.state == "received_sms" else ""
+    return f"{when(message.sent_at_ms)}  ← {message.sender_handle}: {message.text}{via}"
 
 
 def format_event(event: Event) -> str:

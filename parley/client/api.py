@@ -17,6 +17,7 @@ from parley.wire import (
     ErrorBody,
     FetchResponse,
     HandsetInbox,
+    HandsetSend,
     LookupRequest,
     LookupResponse,
     Registered,
@@ -24,6 +25,9 @@ from parley.wire import (
     SendAccepted,
     SendRequest,
     ServerInfo,
+    SimulatedSms,
+    SmsAccepted,
+    SmsRequest,
     json_encode,
 )
 
@@ -86,6 +90,12 @@ class ServerApi:
 
     async def handset_inbox(self, number: str) -> HandsetInbox:
         return await self._call("GET", f"/v1/sim/handsets/{number}/inbox", HandsetInbox)
+
+    async def send_sms(self, request: SmsRequest) -> SmsAccepted:
+        return await self._call("POST", "/v1/sms", SmsAccepted, request)
+
+    async def handset_send(self, sender: str, to: str, text: str) -> SimulatedSms:
+        return await self._call("POST", "/v1/sim/sms", SimulatedSms, HandsetSend(sender=sender, to=to, text=text))
 
     async def _call(self, method: str, path: str, kind: type[T] | None, body: Any = None) -> T:
         content = json_encode(body) if body is not None else None

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import msgspec
+import vodozemac
 import websockets
 from websockets.asyncio.client import connect
 
@@ -26,7 +27,7 @@ from parley.client.api import ServerApi, ws_url
 from parley.client.codec import EnvelopeCodec, PlaintextCodec
 from parley.client.content import Text, content_decoder, encode_content
 from parley.client.profile import Profile, StoredMessage
-from parley.core import handles
+from parley.core import fallback, handles, sms_text
 from parley.errors import ProfileError, ProtocolError, Rejected, StaleDevices, Unreachable, UsageError
 from parley.wire import (
     MAX_FRAME_BYTES,
@@ -39,10 +40,15 @@ from parley.wire import (
     OutEnvelope,
     RegisterRequest,
     SendRequest,
+    SmsRequest,
     WsClose,
+    fallback_decoder,
     frame_encode,
+    inbound_sms_decoder,
     receipt_decoder,
+    sealed_sms_decoder,
     server_frame_decoder,
+    sms_status_decoder,
 )
 
 SEND_ATTEMPTS = 3
@@ -151,7 +157,12 @@ class Device:
                 else:
                     raise UsageError(f"a code was sent by SMS to {number}; run again with --code CODE")
             name = device_name or f"{profile_name} on {socket.gethostname()}"
-            registered = await api.register(RegisterRequest(handle=handle, code=code, device_name=name[:64]))
+            inbox = vodozemac.Curve25519SecretKey()  # inbound SMS are sealed to its public key
+            registered = await api.register(
+                RegisterRequest(
+                    handle=handle, code=code, device_name=name[:64], inbox_key=inbox.public_key().to_base64()
+                )
+            )
         profile = Profile.create(profile_name)
         profile.set_many(
             {
@@ -160,6 +171,7 @@ class Device:
                 "account_id": registered.account_id,
                 "handle": registered.handle,
                 "credential": registered.credential,
+                "inbox_secret": inbox.to_base64(),
             }
         )
         return cls(profile)
@@ -184,11 +196,19 @@ class Device:
 
     # --- sending ---
 
-    async def send_text(self, recipients: list[str], text: str) -> str:
-        """Send ``text`` to ``recipients``; return the message id once the server has it."""
+    async def send_text(self, recipients: list[str], text: str, fallback_s: int | None = None) -> str:
+        """Send ``text`` to ``recipients``; return the message id once the server has it.
+
+        Over Parley to handles on Parley, with SMS after ``fallback_s`` seconds (default
+        30) if none of a recipient's devices acks; by SMS at once to a number that is not
+        on Parley (the routing table in ``parley.core.fallback``).
+        """
         targets = [handles.normalise(raw) for raw in recipients]
         if not text:
             raise UsageError("the message is empty")
+        if fallback_s is not None and not 0 <= fallback_s <= fallback.MAX_WINDOW_S:
+            raise UsageError(f"the fallback window must be 0 to {fallback.MAX_WINDOW_S} seconds")
+        by_sms = await self._sms_route(targets, text)
         message_id = self._make_id()
         now = self._clock()
         message = StoredMessage(
@@ -205,23 +225,93 @@ class Device:
         # Written first: if this process dies before the server confirms, the next run
         # sends it again under the same id (flush_outbox) and the server keeps one copy.
         self.profile.add_message(message)
-        await self._post(message)
+        if by_sms:
+            await self._post_sms(message, targets[0], copies=True)
+        else:
+            await self._post(message, fallback_s)
         return message_id
+
+    async def _sms_route(self, targets: list[str], text: str) -> bool:
+        """True if the message goes by SMS now; raise if it cannot go at all."""
+        results = await self.lookup(targets)
+        off = [r for r in results if not r.on_parley]
+        if not off:
+            return False
+        for result in off:
+            route = fallback.route(
+                False,
+                handles.is_phone(result.handle),
+                fallback.sms_capable(handles.phone_of(result.handle)) if handles.is_phone(result.handle) else False,
+            )
+            if route is fallback.Route.UNREACHABLE:
+                raise UsageError(f"{result.handle or result.query} is not on Parley and is not a phone number")
+            if route is fallback.Route.NOT_SMS_CAPABLE:
+                raise UsageError(f"{result.handle} is not on Parley and cannot receive SMS")
+        if len(targets) > 1:
+            raise UsageError("a group with people who are not on Parley cannot be sent to yet; send to them alone")
+        try:
+            sms_text.encode(text, 0)
+        except sms_text.SmsTextError as error:
+            raise UsageError(f"too long for SMS: {error}") from None
+        return True
+
+    async def _post_sms(self, message: StoredMessage, to: str, copies: bool) -> bool:
+        """Hand ``message`` to the server's SMS outbox; False if the server says no SMS is due."""
+        envelopes: list[OutEnvelope] = []
+        for _ in range(SEND_ATTEMPTS):
+            if copies:
+                plaintext = self._plaintext(message)
+                own = [d for d in await self.own_devices() if d.device_id != self.device_id]
+                envelopes = [OutEnvelope(d.device_id, self._codec.seal(d, plaintext)) for d in own]
+            request = SmsRequest(message_id=message.message_id, to=to, text=message.text, copies=envelopes)
+            try:
+                accepted = await self.api.send_sms(request)
+            except StaleDevices:
+                continue
+            except Rejected as error:
+                if error.code in ("no_fallback", "not_due"):
+                    return False
+                raise
+            self.profile.advance_state([message.message_id], "sms_" + accepted.state)
+            return True
+        raise Rejected("stale_devices", "this account's devices kept changing; try again")
+
+    async def flush_sms(self) -> list[str]:
+        """Send as SMS every message whose fallback window passed (told by the server)."""
+        handed = []
+        for message in self.profile.sms_due():
+            queued = False
+            for to in message.recipients:
+                if handles.is_phone(to):
+                    queued = await self._post_sms(message, to, copies=False) or queued
+            if not queued:
+                self.profile.set_state(message.message_id, "delivered")
+            handed.append(message.message_id)
+        return handed
 
     async def flush_outbox(self) -> list[str]:
         """Send again what an earlier run wrote but could not confirm."""
         sent = []
         for message in self.profile.outbox():
-            await self._post(message)
+            if await self._sms_route(message.recipients, message.text):
+                await self._post_sms(message, message.recipients[0], copies=True)
+            else:
+                await self._post(message)
             sent.append(message.message_id)
+        await self.flush_sms()
         return sent
 
-    async def _post(self, message: StoredMessage) -> None:
-        plaintext = encode_content(Text(to=message.recipients, text=message.text, sent_at_ms=message.sent_at_ms))
+    def _plaintext(self, message: StoredMessage) -> bytes:
+        return encode_content(Text(to=message.recipients, text=message.text, sent_at_ms=message.sent_at_ms))
+
+    async def _post(self, message: StoredMessage, fallback_s: int | None = None) -> None:
+        plaintext = self._plaintext(message)
         for _ in range(SEND_ATTEMPTS):
             targets = await self._targets(message.recipients)
             envelopes = [OutEnvelope(d.device_id, self._codec.seal(d, plaintext)) for d in targets]
-            request = SendRequest(message_id=message.message_id, recipients=message.recipients, envelopes=envelopes)
+            request = SendRequest(
+                message_id=message.message_id, recipients=message.recipients, envelopes=envelopes, fallback_s=fallback_s
+            )
             try:
                 await self.api.send(request)
             except StaleDevices:
@@ -256,6 +346,7 @@ class Device:
             after = page.envelopes[-1].seq
             await self.api.ack(after)
             if not page.more:
+                await self.flush_sms()
                 return events
 
     def accept(self, envelopes: list[Envelope]) -> list[Event]:
@@ -274,6 +365,8 @@ class Device:
                 return []  # a receipt is a courtesy: a bad one changes nothing
             moved = self.profile.advance_state(receipt.message_ids, "delivered")
             return [StateChanged(message_id, "delivered") for message_id in moved]
+        if envelope.kind in ("fallback", "sms_status", "sms"):
+            return self._accept_carrier(envelope)
         try:
             content = content_decoder.decode(self._codec.open(envelope.sender_device, envelope.body))
         except (msgspec.DecodeError, msgspec.ValidationError) as error:
@@ -292,6 +385,45 @@ class Device:
             state="sent" if own else "received",
         )
         return [Received(message)] if self.profile.add_message(message) else []
+
+    def _accept_carrier(self, envelope: Envelope) -> list[Event]:
+        """The carrier path's envelopes: fallback notices, SMS status, inbound SMS."""
+        try:
+            if envelope.kind == "fallback":
+                due = fallback_decoder.decode(envelope.body)
+                moved = self.profile.advance_state([due.message_id], "sms_due")
+                return [StateChanged(message_id, "sms_due") for message_id in moved]
+            if envelope.kind == "sms_status":
+                status = sms_status_decoder.decode(envelope.body)
+                moved = self.profile.advance_state([status.message_id], "sms_" + status.state)
+                return [StateChanged(message_id, "sms_" + status.state) for message_id in moved]
+            sms = inbound_sms_decoder.decode(self._open_sms(envelope.body))
+        except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as error:
+            return [Unreadable(envelope.sender_handle, envelope.message_id, str(error))]
+        sender = handles.TEL + sms.sender
+        message = StoredMessage(
+            sender_device=envelope.sender_device,
+            message_id=envelope.message_id,
+            conversation=conversation_key({sender}),
+            direction="in",
+            sender_handle=sender,
+            recipients=[self.handle],
+            text=sms.text,
+            sent_at_ms=sms.received_at_ms,
+            state="received_sms",
+        )
+        return [Received(message)] if self.profile.add_message(message) else []
+
+    def _open_sms(self, body: bytes) -> bytes:
+        secret = self.profile.get("inbox_secret")
+        if secret is None:
+            raise ValueError("this device has no inbox key (registered before SMS support)")
+        sealed = sealed_sms_decoder.decode(body)
+        inbox = vodozemac.PkDecryption.from_key(vodozemac.Curve25519SecretKey.from_base64(secret))
+        try:
+            return bytes(inbox.decrypt(vodozemac.Message(sealed.ciphertext, sealed.mac, sealed.ephemeral_key)))
+        except Exception as error:  # vodozemac's errors share no base class
+            raise ValueError(f"cannot open a sealed SMS: {type(error).__name__}") from None
 
     async def watch(self, on_event: Callable[[Event], None], stop: asyncio.Event | None = None) -> None:
         """Stay connected, store and ack what arrives, and call ``on_event`` for it.
@@ -345,6 +477,9 @@ class Device:
                         await ws.send(frame_encode(Ack(up_to=frame.envelopes[-1].seq)))
                         for event in events:
                             on_event(event)
+                        if any(isinstance(e, StateChanged) and e.state == "sms_due" for e in events):
+                            for message_id in await self.flush_sms():
+                                on_event(StateChanged(message_id, "sms_handed"))
             finally:
                 stopper.cancel()
 

@@ -37,8 +37,19 @@ CREATE TABLE IF NOT EXISTS messages (
 CREATE INDEX IF NOT EXISTS messages_by_time ON messages(sent_at_ms);
 """
 
-# States of a message this account sent, in the order they can only move forward.
-OUT_STATES = ("sending", "sent", "delivered")
+# States of a message this account sent, in the order they can only move forward. The
+# carrier path's come after "delivered": a late "delivered" never hides "Sent as SMS".
+# "sms_due": the fallback window passed and this device has yet to hand the text over.
+OUT_STATES = (
+    "sending",
+    "sent",
+    "delivered",
+    "sms_due",
+    "sms_pending",
+    "sms_sent",
+    "sms_delivered",
+    "sms_failed",
+)
 
 
 @dataclass(frozen=True)
@@ -158,6 +169,19 @@ class Profile:
                 if cursor.rowcount:
                     moved.append(message_id)
         return moved
+
+    def sms_due(self) -> list[StoredMessage]:
+        """Messages this account sent whose fallback window passed: to send as SMS now."""
+        rows = self._db.execute(
+            "SELECT * FROM messages WHERE direction = 'out' AND state = 'sms_due' ORDER BY sent_at_ms"
+        ).fetchall()
+        return [_message(row) for row in rows]
+
+    def set_state(self, message_id: str, state: str) -> None:
+        """Set an outgoing message's state even backwards (the server said no SMS needed)."""
+        self._db.execute(
+            "UPDATE messages SET state = ? WHERE message_id = ? AND direction = 'out'", (state, message_id)
+        )
 
     def messages(self, conversation: str | None = None) -> list[StoredMessage]:
         query = "SELECT * FROM messages"

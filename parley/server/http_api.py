@@ -115,7 +115,13 @@ class Api:
     async def register(self, request: Request) -> Response:
         body = await decode(request, RegisterRequest)
         registered = await self._directory.register(
-            body.handle, body.code, body.device_name, body.identity_key, body.signing_key, address(request)
+            body.handle,
+            body.code,
+            body.device_name,
+            body.identity_key,
+            body.signing_key,
+            address(request),
+            inbox_key=body.inbox_key,
         )
         log.info("device %s registered on account %s", registered.device_id, registered.account_id)
         return reply(registered, 201)

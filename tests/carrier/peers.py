@@ -122,7 +122,8 @@ class KannelPeer:
             f'log-file = "{self.dir}/bearerbox.log"\ndlr-storage = internal\n\n'
             f"group = smsc\nsmsc = fake\nsmsc-id = fake\nport = {self.smsc_port}\nconnect-allow-ip = 127.0.0.1\n\n"
             f"group = smsbox\nbearerbox-host = 127.0.0.1\nbearerbox-port = {self.box_port}\n"
-            f'sendsms-port = {self.sendsms_port}\nlog-level = 1\nlog-file = "{self.dir}/smsbox.log"\nmo-recode = true\n\n'
+            f'sendsms-port = {self.sendsms_port}\nlog-level = 1\nlog-file = "{self.dir}/smsbox.log"\n'
+            "mo-recode = true\n\n"
             f"group = sendsms-user\nusername = {self.username}\npassword = {self.password}\nmax-messages = 1\n\n"
             + service
         )

@@ -15,7 +15,7 @@ import pytest
 
 from tests.conftest import ServerProcess, free_port
 from tests.server.test_bad_input import ALICE, BOB, auth, error_code, register
-from tests.server.test_bad_input import http as http  # noqa: PLC0414  the fixture
+from tests.server.test_bad_input import http as http  # the fixture, re-exported
 
 pytestmark = pytest.mark.slow
 

@@ -188,16 +188,21 @@ class SmsService:
     async def _outbox_loop(self) -> None:
         while True:
             try:
-                items = await self._store.sms_to_send(self._clock(), BATCH)
-                for item in items:
-                    await self._attempt(item)
+                handled = await self.send_due()
             except Exception:  # keep the loop alive; the item stays PENDING and is retried
                 log.exception("the SMS outbox loop failed; retrying")
-                items = []
-            if len(items) < BATCH:
+                handled = 0
+            if handled < BATCH:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), OUTBOX_IDLE_S)
+
+    async def send_due(self) -> int:
+        """Hand every PENDING item whose attempt is due to the gateway; return how many."""
+        items = await self._store.sms_to_send(self._clock(), BATCH)
+        for item in items:
+            await self._attempt(item)
+        return len(items)
 
     async def _attempt(self, item: fb.OutboxItem) -> None:
         now = self._clock()

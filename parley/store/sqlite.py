@@ -18,6 +18,7 @@ from dataclasses import replace
 from parley.core import fallback as fb
 from parley.core.codes import PendingCode
 from parley.core.receipts import AckedEnvelope
+from parley.store import sqlite_carrier as carrier_sql
 from parley.store.base import DeviceRecord, NewEnvelope, Registration, Submitted
 from parley.store.sqlite_worker import SqliteWorker
 from parley.wire import Envelope
@@ -74,37 +75,7 @@ MIGRATIONS: dict[int, str] = {
     );
     CREATE INDEX mailbox_by_device ON mailbox(device_id, seq);
     """,
-    # The carrier path: the inbox key inbound SMS is sealed to, fallback watches, SMS outbox.
-    2: """
-    ALTER TABLE devices ADD COLUMN inbox_key TEXT NOT NULL DEFAULT '';
-    CREATE TABLE fallbacks (
-        sender_account TEXT NOT NULL,
-        message_id TEXT NOT NULL,
-        recipient_account TEXT NOT NULL,
-        recipient_handle TEXT NOT NULL,
-        deadline_ms INTEGER NOT NULL,
-        state TEXT NOT NULL,
-        PRIMARY KEY (sender_account, message_id, recipient_account)
-    ) WITHOUT ROWID;
-    CREATE INDEX fallbacks_by_deadline ON fallbacks(state, deadline_ms);
-    CREATE TABLE sms_outbox (
-        sms_id TEXT PRIMARY KEY,
-        sender_account TEXT NOT NULL,
-        message_id TEXT NOT NULL,
-        sender_number TEXT NOT NULL,
-        to_number TEXT NOT NULL,
-        text TEXT NOT NULL,
-        state TEXT NOT NULL,
-        created_at_ms INTEGER NOT NULL,
-        next_attempt_ms INTEGER NOT NULL,
-        attempts INTEGER NOT NULL,
-        carrier_ref TEXT NOT NULL,
-        error TEXT NOT NULL,
-        UNIQUE (sender_account, message_id, to_number)
-    );
-    CREATE INDEX sms_outbox_due ON sms_outbox(state, next_attempt_ms);
-    CREATE INDEX sms_outbox_by_ref ON sms_outbox(carrier_ref);
-    """,
+    2: carrier_sql.CARRIER_MIGRATION,
 }
 
 _ENVELOPE_COLUMNS = "seq, message_id, kind, sender_account, sender_device, sender_handle, sent_at_ms, body"
@@ -226,27 +197,27 @@ class SqliteStore:
     # --- the carrier path ---
 
     async def settle_fallbacks(self, recipient_account: str, acked: Sequence[tuple[str, str]]) -> int:
-        return await self._writer.call(_settle_fallbacks, recipient_account, list(acked))
+        return await self._writer.call(carrier_sql.settle_fallbacks, recipient_account, list(acked))
 
     async def due_fallbacks(self, now_ms: int, limit: int) -> list[fb.Fallback]:
-        return await self._reader.call(_due_fallbacks, now_ms, limit)
+        return await self._reader.call(carrier_sql.due_fallbacks, now_ms, limit)
 
     async def fallbacks_notified(self, keys: Sequence[fb.FallbackKey]) -> None:
-        await self._writer.call(_fallbacks_notified, list(keys))
+        await self._writer.call(carrier_sql.fallbacks_notified, list(keys))
 
     async def queue_sms(
         self, item: fb.OutboxItem, fallback: fb.FallbackKey | None, now_ms: int
     ) -> tuple[fb.Claim, fb.OutboxItem]:
-        return await self._writer.call(_queue_sms, item, fallback, now_ms)
+        return await self._writer.call(carrier_sql.queue_sms, item, fallback, now_ms)
 
     async def sms_to_send(self, now_ms: int, limit: int) -> list[fb.OutboxItem]:
-        return await self._reader.call(_sms_to_send, now_ms, limit)
+        return await self._reader.call(carrier_sql.sms_to_send, now_ms, limit)
 
     async def update_sms(self, item: fb.OutboxItem) -> None:
-        await self._writer.call(_update_sms, item)
+        await self._writer.call(carrier_sql.update_sms, item)
 
     async def find_sms(self, sms_id: str = "", carrier_ref: str = "") -> fb.OutboxItem | None:
-        return await self._reader.call(_find_sms, sms_id, carrier_ref)
+        return await self._reader.call(carrier_sql.find_sms, sms_id, carrier_ref)
 
 
 # The functions below run on a worker thread, each inside the worker's transaction.
@@ -415,124 +386,3 @@ def _expire(db: sqlite3.Connection, before_ms: int) -> int:
 def _queued_count(db: sqlite3.Connection, device_id: str) -> int:
     (count,) = db.execute("SELECT count(*) FROM mailbox WHERE device_id = ?", (device_id,)).fetchone()
     return int(count)
-
-
-# --- the carrier path ---
-
-_WATCH_COLUMNS = "sender_account, message_id, recipient_account, recipient_handle, deadline_ms, state"
-_SMS_COLUMNS = (
-    "sms_id, sender_account, message_id, sender_number, to_number, text, state, created_at_ms,"
-    " next_attempt_ms, attempts, carrier_ref, error"
-)
-
-
-def _watch(row: tuple[str, str, str, str, int, str]) -> fb.Fallback:
-    sender_account, message_id, recipient_account, recipient_handle, deadline_ms, state = row
-    return fb.Fallback(
-        sender_account, message_id, recipient_account, recipient_handle, deadline_ms, fb.WatchState(state)
-    )
-
-
-def _sms(row: tuple[str, str, str, str, str, str, str, int, int, int, str, str]) -> fb.OutboxItem:
-    sms_id, account, message_id, sender, to, text, state, created, next_at, attempts, ref, error = row
-    return fb.OutboxItem(
-        sms_id, account, message_id, sender, to, text, fb.SmsState(state), created, next_at, attempts, ref, error
-    )
-
-
-def _sms_values(item: fb.OutboxItem) -> tuple[object, ...]:
-    return (
-        item.sms_id,
-        item.sender_account,
-        item.message_id,
-        item.sender_number,
-        item.to_number,
-        item.text,
-        item.state.value,
-        item.created_at_ms,
-        item.next_attempt_ms,
-        item.attempts,
-        item.carrier_ref,
-        item.error,
-    )
-
-
-def _settle_fallbacks(db: sqlite3.Connection, recipient_account: str, acked: list[tuple[str, str]]) -> int:
-    dropped = 0
-    for sender_account, message_id in acked:
-        dropped += db.execute(
-            "DELETE FROM fallbacks WHERE sender_account = ? AND message_id = ? AND recipient_account = ?",
-            (sender_account, message_id, recipient_account),
-        ).rowcount
-    return dropped
-
-
-def _due_fallbacks(db: sqlite3.Connection, now_ms: int, limit: int) -> list[fb.Fallback]:
-    rows = db.execute(
-        f"SELECT {_WATCH_COLUMNS} FROM fallbacks WHERE state = 'waiting' AND deadline_ms <= ?"
-        " ORDER BY deadline_ms, message_id LIMIT ?",
-        (now_ms, limit),
-    )
-    return [_watch(row) for row in rows]
-
-
-def _fallbacks_notified(db: sqlite3.Connection, keys: list[fb.FallbackKey]) -> None:
-    db.executemany(
-        "UPDATE fallbacks SET state = 'due' WHERE sender_account = ? AND message_id = ? AND recipient_account = ?",
-        [(k.sender_account, k.message_id, k.recipient_account) for k in keys],
-    )
-
-
-def _queue_sms(
-    db: sqlite3.Connection, item: fb.OutboxItem, fallback: fb.FallbackKey | None, now_ms: int
-) -> tuple[fb.Claim, fb.OutboxItem]:
-    row = db.execute(
-        f"SELECT {_SMS_COLUMNS} FROM sms_outbox WHERE sender_account = ? AND message_id = ? AND to_number = ?",
-        (item.sender_account, item.message_id, item.to_number),
-    ).fetchone()
-    watch = None
-    if fallback is not None:
-        found = db.execute(
-            f"SELECT {_WATCH_COLUMNS} FROM fallbacks"
-            " WHERE sender_account = ? AND message_id = ? AND recipient_account = ?",
-            (fallback.sender_account, fallback.message_id, fallback.recipient_account),
-        ).fetchone()
-        watch = _watch(found) if found else None
-    verdict = fb.claim(row is not None, fallback is not None, watch, now_ms)
-    if verdict is fb.Claim.DUPLICATE:
-        return verdict, _sms(row)
-    if verdict is fb.Claim.QUEUED:
-        db.execute(f"INSERT INTO sms_outbox ({_SMS_COLUMNS}) VALUES ({', '.join('?' * 12)})", _sms_values(item))
-        if fallback is not None:
-            db.execute(
-                "DELETE FROM fallbacks WHERE sender_account = ? AND message_id = ? AND recipient_account = ?",
-                (fallback.sender_account, fallback.message_id, fallback.recipient_account),
-            )
-    return verdict, item
-
-
-def _sms_to_send(db: sqlite3.Connection, now_ms: int, limit: int) -> list[fb.OutboxItem]:
-    rows = db.execute(
-        f"SELECT {_SMS_COLUMNS} FROM sms_outbox WHERE state = 'pending' AND next_attempt_ms <= ?"
-        " ORDER BY next_attempt_ms, created_at_ms, sms_id LIMIT ?",
-        (now_ms, limit),
-    )
-    return [_sms(row) for row in rows]
-
-
-def _update_sms(db: sqlite3.Connection, item: fb.OutboxItem) -> None:
-    db.execute(
-        "UPDATE sms_outbox SET text = ?, state = ?, next_attempt_ms = ?, attempts = ?, carrier_ref = ?, error = ?"
-        " WHERE sms_id = ?",
-        (item.text, item.state.value, item.next_attempt_ms, item.attempts, item.carrier_ref, item.error, item.sms_id),
-    )
-
-
-def _find_sms(db: sqlite3.Connection, sms_id: str, carrier_ref: str) -> fb.OutboxItem | None:
-    if sms_id:
-        row = db.execute(f"SELECT {_SMS_COLUMNS} FROM sms_outbox WHERE sms_id = ?", (sms_id,)).fetchone()
-    elif carrier_ref:
-        row = db.execute(f"SELECT {_SMS_COLUMNS} FROM sms_outbox WHERE carrier_ref = ?", (carrier_ref,)).fetchone()
-    else:
-        row = None
-    return _sms(row) if row else None

@@ -163,3 +163,25 @@ def test_fallback_handed_over_by_a_device_that_was_offline_when_the_window_passe
     assert [s["text"] for s in handset(cli, server, BOB)] == ["Later is fine"]
     states = {m["message_id"]: m["state"] for m in cli.json("inbox", "--profile", "alice-phone", "--json")}
     assert states[to_bob] in ("sms_sent", "sms_delivered")
+
+
+def test_carrier_errors_are_one_line(cli: Cli, server: ServerProcess) -> None:
+    cli.run("register", "--server", server.url, "--phone", ALICE, "--profile", "alice")
+    cases = [
+        ("send", "--profile", "alice", "+442079460000", "hi"),  # a London landline: no SMS
+        ("send", "--profile", "alice", CAROL, "a" * 1531),  # 11 SMS parts
+        ("send", "--profile", "alice", "--fallback", "-1", BOB, "hi"),
+        ("send", "--profile", "alice", "mailto:carol@example.com", "hi"),
+        ("sms", "--server", server.url, "send", "--from", "garbage", "--to", ALICE, "hi"),
+        ("sms", "--server", server.url, "inbox", "garbage"),
+        ("sms", "--server", "http://127.0.0.1:9", "inbox", CAROL),
+        ("serve", "--carrier", "kannel", "--port", "9"),  # no secret, no sendsms user
+        ("serve", "--carrier", "smpp", "--port", "9"),  # no system id
+    ]
+    for args in cases:
+        result = cli.run(*args, check=False)
+        assert result.returncode != 0, args
+        assert "Traceback" not in result.stderr, result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("parley: "), (args, result.stderr)
+    assert handset(cli, server, CAROL) == []

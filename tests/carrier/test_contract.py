@@ -6,6 +6,7 @@ text in, and report delivery under the reference its send returned."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import time
 from collections.abc import AsyncIterator, Callable
@@ -66,8 +67,20 @@ async def eventually(check: Callable[[], bool], timeout_s: float = 10) -> None:
 
 @pytest.fixture(params=["sim", "kannel", "smpp"])
 async def harness(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Harness]:
+    async with open_harness(request.param, tmp_path) as opened:
+        yield opened
+
+
+@pytest.fixture
+async def smpp_harness(tmp_path: Path) -> AsyncIterator[Harness]:
+    async with open_harness("smpp", tmp_path) as opened:
+        yield opened
+
+
+@contextlib.asynccontextmanager
+async def open_harness(kind: str, tmp_path: Path) -> AsyncIterator[Harness]:
     sink = RecordingSink()
-    if request.param == "sim":
+    if kind == "sim":
         simulator = CarrierSimulator(now_ms, lambda: f"sim{next(_ids)}")
         await simulator.start(sink)
 
@@ -76,7 +89,7 @@ async def harness(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
 
         yield Harness(simulator, sink, simulator.handset_send, sim_received)
         await simulator.stop()
-    elif request.param == "kannel":
+    elif kind == "kannel":
         receiver = CallbackReceiver("callback-secret")
         peer = KannelPeer(tmp_path / "kannel", f"http://127.0.0.1:{receiver.port}", receiver.secret)
         kannel = KannelGateway(
@@ -137,11 +150,11 @@ async def test_inbound_reaches_the_sink(harness: Harness, text: str) -> None:
     assert (sms.sender, sms.to) == (CAROL, ALICE) and sms.carrier_id
 
 
-async def test_smpp_plays_failures(harness: Harness) -> None:
+async def test_smpp_plays_failures(smpp_harness: Harness) -> None:
     """Only the SMPP peer can play these: rejected and throttled submits, failed
     receipts, dropped binds (the ESME binds again by itself)."""
-    if not isinstance(harness.gateway, SmppGateway):
-        pytest.skip("failures are played by the SMPP peer only")
+    harness = smpp_harness
+    assert isinstance(harness.gateway, SmppGateway)
     smsc: SmscPeer = harness.smsc  # type: ignore[attr-defined]
     smsc.command(cmd="reject", count=1)
     await asyncio.sleep(0.2)

@@ -16,8 +16,8 @@ run: $(STAMP)
 	$(BIN)/parley serve $(ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check parley tests bench
-	$(BIN)/ruff format --check parley tests bench
+	$(BIN)/ruff check parley tests $(wildcard bench)
+	$(BIN)/ruff format --check parley tests $(wildcard bench)
 	$(BIN)/mypy
 
 test: lint

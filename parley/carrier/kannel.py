@@ -9,7 +9,7 @@ shared secret; the report's ``%d`` says delivered (1) or failed (2, 16).
 Inbound: an ``sms-service`` whose ``get-url`` is Parley's
 ``/v1/carrier/kannel/inbound?secret=S&from=%p&to=%P&text=%b&id=%I`` (with
 ``alt-charset = "UTF-8"`` and ``max-messages = 0``, so Kannel sends no reply SMS).
-``parley serve --carrier kannel --kannel-print-config`` prints these groups.
+``docs/carrier.md`` shows the groups; :meth:`KannelGateway.service_config` writes them.
 
 Callbacks must carry the shared secret (``--kannel-secret``); the HTTP layer checks it in
 constant time before these parsers run.

@@ -24,7 +24,6 @@ STATE_LABELS = {
     "delivered": "Delivered",
     "received": "",
     "sms_due": "Sending as SMS",
-    "sms_handed": "Handed over as SMS",
     "sms_pending": "SMS pending",
     "sms_sent": "Sent as SMS",
     "sms_delivered": "Delivered by SMS",

@@ -255,8 +255,9 @@ class Device:
             raise UsageError(f"too long for SMS: {error}") from None
         return True
 
-    async def _post_sms(self, message: StoredMessage, to: str, copies: bool) -> bool:
-        """Hand ``message`` to the server's SMS outbox; False if the server says no SMS is due."""
+    async def _post_sms(self, message: StoredMessage, to: str, copies: bool) -> str | None:
+        """Hand ``message`` to the server's SMS outbox; return its SMS state ("sms_pending",
+        ...), or None if the server says no SMS is due."""
         envelopes: list[OutEnvelope] = []
         for _ in range(SEND_ATTEMPTS):
             if copies:
@@ -270,23 +271,26 @@ class Device:
                 continue
             except Rejected as error:
                 if error.code in ("no_fallback", "not_due"):
-                    return False
+                    return None
                 raise
-            self.profile.advance_state([message.message_id], "sms_" + accepted.state)
-            return True
+            state = "sms_" + accepted.state
+            self.profile.advance_state([message.message_id], state)
+            return state
         raise Rejected("stale_devices", "this account's devices kept changing; try again")
 
-    async def flush_sms(self) -> list[str]:
-        """Send as SMS every message whose fallback window passed (told by the server)."""
+    async def flush_sms(self) -> list[tuple[str, str]]:
+        """Send as SMS every message whose fallback window passed (told by the server);
+        return (message id, its state now) for each."""
         handed = []
         for message in self.profile.sms_due():
-            queued = False
+            state = None
             for to in message.recipients:
                 if handles.is_phone(to):
-                    queued = await self._post_sms(message, to, copies=False) or queued
-            if not queued:
-                self.profile.set_state(message.message_id, "delivered")
-            handed.append(message.message_id)
+                    state = await self._post_sms(message, to, copies=False) or state
+            if state is None:
+                state = "delivered"  # delivered over Parley after all: no SMS
+                self.profile.set_state(message.message_id, state)
+            handed.append((message.message_id, state))
         return handed
 
     async def flush_outbox(self) -> list[str]:
@@ -478,8 +482,8 @@ class Device:
                         for event in events:
                             on_event(event)
                         if any(isinstance(e, StateChanged) and e.state == "sms_due" for e in events):
-                            for message_id in await self.flush_sms():
-                                on_event(StateChanged(message_id, "sms_handed"))
+                            for message_id, state in await self.flush_sms():
+                                on_event(StateChanged(message_id, state))
             finally:
                 stopper.cancel()
 

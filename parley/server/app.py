@@ -77,7 +77,7 @@ def build_app(
     secret = load_or_create_secret(config.secret_path)
     directory = Directory(store, gateway, limiter, secret, clock, make_id, SMS_SENDER)
     hub = Hub(store, directory, clock)
-    sms = SmsService(store, directory, hub, gateway, clock, make_id)
+    sms = SmsService(store, directory, hub, gateway, clock, make_id, limiter)
     kannel_secret = config.carrier_secret if isinstance(gateway, KannelGateway) else None
     api = Api(directory, hub, store, clock, gateway.name, simulator, sms, kannel_secret)
 

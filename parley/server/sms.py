@@ -30,6 +30,7 @@ from parley.core import fanout, handles, sms_text
 from parley.errors import ApiError, InvalidHandle
 from parley.server.directory import Directory
 from parley.server.hub import Hub
+from parley.server.limits import Limiter
 from parley.store.base import DeviceRecord, NewEnvelope, Store
 from parley.wire import (
     ErrorCode,
@@ -66,7 +67,9 @@ class SmsService:
         gateway: SmsGateway,
         clock: Callable[[], int],
         make_id: Callable[[str], str],
+        limiter: Limiter | None = None,
     ) -> None:
+        self._limiter = limiter
         self._store = store
         self._directory = directory
         self._hub = hub
@@ -93,6 +96,8 @@ class SmsService:
     # --- a sender device asks for an SMS ---
 
     async def submit(self, sender: DeviceRecord, request: SmsRequest) -> SmsAccepted:
+        if self._limiter is not None:
+            self._limiter.check("sms:account", sender.account_id)
         try:
             handle = handles.normalise(request.to)
         except InvalidHandle as error:

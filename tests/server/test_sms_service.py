@@ -17,6 +17,8 @@ import vodozemac
 from parley.carrier.base import CarrierSms
 from parley.carrier.simulator import CarrierSimulator
 from parley.core import fallback as fb
+from parley.core.ratelimit import Rate
+from parley.errors import ApiError
 from parley.server.directory import Directory
 from parley.server.hub import Hub
 from parley.server.limits import Limiter
@@ -50,6 +52,7 @@ class World:
     store: Store
     clock: Clock
     simulator: CarrierSimulator
+    directory: Directory
     hub: Hub
     service: SmsService
     devices: dict[str, DeviceRecord]
@@ -80,7 +83,7 @@ async def build(path: Path, clock: Clock, register: bool = True) -> World:
             await store.register_device(f"tel:{phone}", f"acct-{phone}", record, 10)
             devices[name] = (await store.get_device(name)) or record
             keys[name] = key
-    return World(store, clock, simulator, hub, service, devices, keys)
+    return World(store, clock, simulator, directory, hub, service, devices, keys)
 
 
 @pytest.fixture
@@ -125,6 +128,24 @@ async def test_outage_retries_with_backoff_then_sends_once(world: World) -> None
     states = [sms_status_decoder.decode(e.body).state for e in mailbox if e.kind == "sms_status"]
     assert states == ["pending", "sent", "delivered"]
     assert [e.body for e in mailbox if e.kind == "message"] == [b"copy"]
+
+
+async def test_sms_submits_are_rate_limited_per_account(world: World) -> None:
+    limited = SmsService(
+        world.store,
+        world.directory,
+        world.hub,
+        world.simulator,
+        world.clock,
+        make_id,
+        Limiter(world.clock, {"sms:account": Rate(burst=2, per_second=0.001)}),
+    )
+    sender = world.devices["alice-phone"]
+    for message_id in ("m1", "m2"):
+        await limited.submit(sender, SmsRequest(message_id, CAROL, "x", [OutEnvelope("alice-laptop", b"")]))
+    with pytest.raises(ApiError) as refused:
+        await limited.submit(sender, SmsRequest("m3", CAROL, "x", [OutEnvelope("alice-laptop", b"")]))
+    assert (refused.value.status, refused.value.code) == (429, "rate_limited")
 
 
 async def test_rejected_sms_fails_visibly(world: World) -> None:

@@ -19,7 +19,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import msgspec
-import vodozemac
 import websockets
 from websockets.asyncio.client import connect
 
@@ -27,7 +26,8 @@ from parley.client.api import ServerApi, ws_url
 from parley.client.codec import EnvelopeCodec, PlaintextCodec
 from parley.client.content import Text, content_decoder, encode_content
 from parley.client.profile import Profile, StoredMessage
-from parley.core import fallback, handles, sms_text
+from parley.client.sms import SmsHandover, new_inbox_key, open_sealed_sms, sms_route
+from parley.core import fallback, handles
 from parley.errors import ProfileError, ProtocolError, Rejected, StaleDevices, Unreachable, UsageError
 from parley.wire import (
     MAX_FRAME_BYTES,
@@ -40,13 +40,10 @@ from parley.wire import (
     OutEnvelope,
     RegisterRequest,
     SendRequest,
-    SmsRequest,
     WsClose,
     fallback_decoder,
     frame_encode,
-    inbound_sms_decoder,
     receipt_decoder,
-    sealed_sms_decoder,
     server_frame_decoder,
     sms_status_decoder,
 )
@@ -112,6 +109,7 @@ class Device:
         self._codec = codec or PlaintextCodec()
         self._clock = clock
         self._make_id = make_id
+        self._sms = SmsHandover(self.api, profile, self._other_devices, self._seal_copy)
 
     # --- lifecycle ---
 
@@ -157,11 +155,9 @@ class Device:
                 else:
                     raise UsageError(f"a code was sent by SMS to {number}; run again with --code CODE")
             name = device_name or f"{profile_name} on {socket.gethostname()}"
-            inbox = vodozemac.Curve25519SecretKey()  # inbound SMS are sealed to its public key
+            inbox_key, inbox_secret = new_inbox_key()  # inbound SMS are sealed to it
             registered = await api.register(
-                RegisterRequest(
-                    handle=handle, code=code, device_name=name[:64], inbox_key=inbox.public_key().to_base64()
-                )
+                RegisterRequest(handle=handle, code=code, device_name=name[:64], inbox_key=inbox_key)
             )
         profile = Profile.create(profile_name)
         profile.set_many(
@@ -171,7 +167,7 @@ class Device:
                 "account_id": registered.account_id,
                 "handle": registered.handle,
                 "credential": registered.credential,
-                "inbox_secret": inbox.to_base64(),
+                "inbox_secret": inbox_secret,
             }
         )
         return cls(profile)
@@ -233,65 +229,21 @@ class Device:
 
     async def _sms_route(self, targets: list[str], text: str) -> bool:
         """True if the message goes by SMS now; raise if it cannot go at all."""
-        results = await self.lookup(targets)
-        off = [r for r in results if not r.on_parley]
-        if not off:
-            return False
-        for result in off:
-            route = fallback.route(
-                False,
-                handles.is_phone(result.handle),
-                fallback.sms_capable(handles.phone_of(result.handle)) if handles.is_phone(result.handle) else False,
-            )
-            if route is fallback.Route.UNREACHABLE:
-                raise UsageError(f"{result.handle or result.query} is not on Parley and is not a phone number")
-            if route is fallback.Route.NOT_SMS_CAPABLE:
-                raise UsageError(f"{result.handle} is not on Parley and cannot receive SMS")
-        if len(targets) > 1:
-            raise UsageError("a group with people who are not on Parley cannot be sent to yet; send to them alone")
-        try:
-            sms_text.encode(text, 0)
-        except sms_text.SmsTextError as error:
-            raise UsageError(f"too long for SMS: {error}") from None
-        return True
+        return sms_route(await self.lookup(targets), text)
 
     async def _post_sms(self, message: StoredMessage, to: str, copies: bool) -> str | None:
-        """Hand ``message`` to the server's SMS outbox; return its SMS state ("sms_pending",
-        ...), or None if the server says no SMS is due."""
-        envelopes: list[OutEnvelope] = []
-        for _ in range(SEND_ATTEMPTS):
-            if copies:
-                plaintext = self._plaintext(message)
-                own = [d for d in await self.own_devices() if d.device_id != self.device_id]
-                envelopes = [OutEnvelope(d.device_id, self._codec.seal(d, plaintext)) for d in own]
-            request = SmsRequest(message_id=message.message_id, to=to, text=message.text, copies=envelopes)
-            try:
-                accepted = await self.api.send_sms(request)
-            except StaleDevices:
-                continue
-            except Rejected as error:
-                if error.code in ("no_fallback", "not_due"):
-                    return None
-                raise
-            state = "sms_" + accepted.state
-            self.profile.advance_state([message.message_id], state)
-            return state
-        raise Rejected("stale_devices", "this account's devices kept changing; try again")
+        return await self._sms.post(message, to, copies)
 
     async def flush_sms(self) -> list[tuple[str, str]]:
         """Send as SMS every message whose fallback window passed (told by the server);
         return (message id, its state now) for each."""
-        handed = []
-        for message in self.profile.sms_due():
-            state = None
-            for to in message.recipients:
-                if handles.is_phone(to):
-                    state = await self._post_sms(message, to, copies=False) or state
-            if state is None:
-                state = "delivered"  # delivered over Parley after all: no SMS
-                self.profile.set_state(message.message_id, state)
-            handed.append((message.message_id, state))
-        return handed
+        return await self._sms.flush()
+
+    async def _other_devices(self) -> list[DeviceInfo]:
+        return [d for d in await self.own_devices() if d.device_id != self.device_id]
+
+    def _seal_copy(self, device: DeviceInfo, message: StoredMessage) -> bytes:
+        return self._codec.seal(device, self._plaintext(message))
 
     async def flush_outbox(self) -> list[str]:
         """Send again what an earlier run wrote but could not confirm."""
@@ -401,7 +353,7 @@ class Device:
                 status = sms_status_decoder.decode(envelope.body)
                 moved = self.profile.advance_state([status.message_id], "sms_" + status.state)
                 return [StateChanged(message_id, "sms_" + status.state) for message_id in moved]
-            sms = inbound_sms_decoder.decode(self._open_sms(envelope.body))
+            sms = open_sealed_sms(self.profile.get("inbox_secret"), envelope.body)
         except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as error:
             return [Unreadable(envelope.sender_handle, envelope.message_id, str(error))]
         sender = handles.TEL + sms.sender
@@ -417,17 +369,6 @@ class Device:
             state="received_sms",
         )
         return [Received(message)] if self.profile.add_message(message) else []
-
-    def _open_sms(self, body: bytes) -> bytes:
-        secret = self.profile.get("inbox_secret")
-        if secret is None:
-            raise ValueError("this device has no inbox key (registered before SMS support)")
-        sealed = sealed_sms_decoder.decode(body)
-        inbox = vodozemac.PkDecryption.from_key(vodozemac.Curve25519SecretKey.from_base64(secret))
-        try:
-            return bytes(inbox.decrypt(vodozemac.Message(sealed.ciphertext, sealed.mac, sealed.ephemeral_key)))
-        except Exception as error:  # vodozemac's errors share no base class
-            raise ValueError(f"cannot open a sealed SMS: {type(error).__name__}") from None
 
     async def watch(self, on_event: Callable[[Event], None], stop: asyncio.Event | None = None) -> None:
         """Stay connected, store and ack what arrives, and call ``on_event`` for it.

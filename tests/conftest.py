@@ -16,6 +16,9 @@ from typing import Any
 
 import httpx
 import pytest
+import vodozemac
+
+from parley.core import keys
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -131,3 +134,26 @@ class Cli:
 @pytest.fixture
 def cli(tmp_path: Path) -> Cli:
     return Cli(tmp_path / "home")
+
+
+def registration_keys(one_time: int = 5, account: vodozemac.Account | None = None) -> dict[str, Any]:
+    """The key fields of a ``RegisterRequest`` (JSON), made and signed as a device does."""
+    account = account or vodozemac.Account()
+    identity = account.curve25519_key.to_base64()
+    signing = account.ed25519_key.to_base64()
+    account.generate_one_time_keys(one_time)
+    account.generate_fallback_key()  # type: ignore[attr-defined]
+
+    def signed(purpose: str, key_id: str, key: vodozemac.Curve25519PublicKey) -> dict[str, str]:
+        text = key.to_base64()
+        signature = account.sign(keys.prekey_message(purpose, key_id, text)).to_base64()
+        return {"key_id": key_id, "key": text, "signature": signature}
+
+    fallback_id, fallback_key = next(iter(account.fallback_key.items()))  # type: ignore[attr-defined]
+    return {
+        "identity_key": identity,
+        "signing_key": signing,
+        "signature": account.sign(keys.identity_message(identity, signing)).to_base64(),
+        "one_time_keys": [signed(keys.ONE_TIME, i, k) for i, k in account.one_time_keys.items()],
+        "fallback_key": signed(keys.FALLBACK, fallback_id, fallback_key),
+    }

@@ -4,6 +4,11 @@ Sending is crash-safe: a message is written to the local history as "sending" be
 leaves, and sent again under the same id (which the server de-duplicates) until the
 server confirms it. Receiving is at-least-once from the server and exactly-once in the
 history: an envelope is stored before it is acked, and stored once by its id.
+
+Every body is sealed for its one target device (``parley.client.olm``); before the first
+message to a device, a key is claimed for it. A body that does not open is kept as a
+"could not decrypt" placeholder, the device starts a new session with the sender's
+device and asks it to send the message again (``parley.client.healing``).
 """
 
 from __future__ import annotations
@@ -23,13 +28,25 @@ import websockets
 from websockets.asyncio.client import connect
 
 from parley.client.api import ServerApi, ws_url
-from parley.client.codec import EnvelopeCodec, PlaintextCodec
-from parley.client.content import Text, content_decoder, encode_content
-from parley.client.profile import Profile, StoredMessage
-from parley.core import handles
-from parley.errors import ProfileError, ProtocolError, Rejected, StaleDevices, Unreachable, UsageError
+from parley.client.codec import EnvelopeCodec
+from parley.client.contacts import TrustBook, device_keys
+from parley.client.content import MAX_RESEND, ResendRequest, Text, content_decoder, encode_content
+from parley.client.olm import ONE_TIME_KEYS_LOW, ONE_TIME_KEYS_TARGET, OlmMachine
+from parley.client.profile import COULD_NOT_DECRYPT, PLACEHOLDER_STATES, Profile, StoredMessage
+from parley.core import handles, trust
+from parley.errors import (
+    DecryptFailed,
+    ParleyError,
+    ProfileError,
+    ProtocolError,
+    Rejected,
+    StaleDevices,
+    Unreachable,
+    UsageError,
+)
 from parley.wire import (
     MAX_FRAME_BYTES,
+    MAX_LOOKUP_HANDLES,
     Ack,
     Deliver,
     DeviceInfo,
@@ -38,6 +55,7 @@ from parley.wire import (
     LookupResult,
     OutEnvelope,
     RegisterRequest,
+    SendKind,
     SendRequest,
     WsClose,
     frame_encode,
@@ -74,7 +92,8 @@ class StateChanged:
 
 @dataclass(frozen=True)
 class Unreadable:
-    """An envelope whose body could not be opened; it is acked and reported, not lost."""
+    """An envelope whose body could not be opened: shown as "could not decrypt", acked,
+    and asked for again from the sender's device, whose resend takes its place."""
 
     sender_handle: str
     message_id: str
@@ -92,7 +111,6 @@ class Device:
     def __init__(
         self,
         profile: Profile,
-        codec: EnvelopeCodec | None = None,
         clock: Callable[[], int] = wall_clock_ms,
         make_id: Callable[[], str] = new_message_id,
     ) -> None:
@@ -103,9 +121,12 @@ class Device:
         self.handle = profile.require("handle")
         self._credential = profile.require("credential")
         self.api = ServerApi(self.server, self._credential)
-        self._codec = codec or PlaintextCodec()
         self._clock = clock
         self._make_id = make_id
+        self.olm = OlmMachine.load(profile, clock)
+        self._codec: EnvelopeCodec = self.olm
+        self.trust = TrustBook(profile, self.handle, clock)
+        self._resend_asked: list[tuple[str, list[str]]] = []  # (requesting device, message ids)
 
     # --- lifecycle ---
 
@@ -151,8 +172,25 @@ class Device:
                 else:
                     raise UsageError(f"a code was sent by SMS to {number}; run again with --code CODE")
             name = device_name or f"{profile_name} on {socket.gethostname()}"
-            registered = await api.register(RegisterRequest(handle=handle, code=code, device_name=name[:64]))
-        profile = Profile.create(profile_name)
+            profile = Profile.create(profile_name)
+            olm = OlmMachine.create(profile, wall_clock_ms)
+            prekeys = olm.prekeys(ONE_TIME_KEYS_TARGET, new_fallback=True)
+            request = RegisterRequest(
+                handle=handle,
+                code=code,
+                device_name=name[:64],
+                identity_key=olm.identity_key,
+                signing_key=olm.signing_key,
+                signature=olm.identity_signature(),
+                one_time_keys=prekeys.one_time_keys,
+                fallback_key=prekeys.fallback_key,
+            )
+            try:
+                registered = await api.register(request)
+            except BaseException:
+                profile.close()
+                raise
+            olm.published()
         profile.set_many(
             {
                 "server": api.server,
@@ -177,10 +215,66 @@ class Device:
     # --- directory ---
 
     async def lookup(self, queries: list[str]) -> list[LookupResult]:
-        return (await self.api.lookup(queries)).results
+        """Look handles up; every answer passes the trust book (key change notices)."""
+        results = (await self.api.lookup(queries)).results
+        for result in results:
+            if result.on_parley:
+                self.trust.observe(result.handle, result.devices)
+        return results
 
     async def own_devices(self) -> list[DeviceInfo]:
-        return (await self.api.devices()).devices
+        devices = (await self.api.devices()).devices
+        self.trust.observe(self.handle, devices)
+        return devices
+
+    # --- keys and verification ---
+
+    async def replenish_keys(self) -> int:
+        """Upload one-time keys (and a new fallback key) when the server runs low;
+        return how many one-time keys were uploaded."""
+        count = await self.api.key_count()
+        if count.one_time_keys >= ONE_TIME_KEYS_LOW and count.fallback_key:
+            return 0
+        upload = self.olm.prekeys(max(0, ONE_TIME_KEYS_TARGET - count.one_time_keys), new_fallback=True)
+        await self.api.upload_keys(upload)
+        self.olm.published()
+        return len(upload.one_time_keys)
+
+    async def safety_number(self, raw_handle: str) -> tuple[str, list[trust.DeviceKeys]]:
+        """The safety number with ``raw_handle``, and the contact's keys it covers."""
+        handle = handles.normalise(raw_handle)
+        (result,) = await self.lookup([handle])
+        if not result.on_parley:
+            raise UsageError(f"{handle} is not on Parley: there are no keys to compare")
+        own = await self.own_devices()
+        theirs = device_keys(result.devices)
+        return trust.safety_number((self.handle, device_keys(own)), (handle, theirs)), theirs
+
+    async def mark_verified(self, raw_handle: str, keys: list[trust.DeviceKeys]) -> list[str]:
+        """Trust exactly ``keys`` for ``raw_handle``; send what was held; return those ids."""
+        self.trust.verify(handles.normalise(raw_handle), keys)
+        return await self.flush_outbox()
+
+    async def _prepare(self, devices: list[DeviceInfo]) -> None:
+        """Start a session with every device that has none, from keys claimed for them."""
+        need = [d for d in devices if self._codec.needs_session(d)]
+        if not need:
+            return
+        claimed = {key.device_id: key for key in (await self.api.claim_keys([d.device_id for d in need])).keys}
+        with self.profile.batch():
+            for device in need:
+                key = claimed.get(device.device_id)
+                if key is None:
+                    raise Rejected("no_keys", f"device {device.device_id} has no keys to start a session with")
+                self._codec.start_session(device, key)
+
+    async def _send_sealed(
+        self, message_id: str, recipients: list[str], targets: list[DeviceInfo], plaintext: bytes, kind: SendKind
+    ) -> None:
+        await self._prepare(targets)
+        with self.profile.batch():  # the ratchet steps are on disk before the ciphertext leaves
+            envelopes = [OutEnvelope(d.device_id, self._codec.seal(d, plaintext)) for d in targets]
+        await self.api.send(SendRequest(message_id=message_id, recipients=recipients, envelopes=envelopes, kind=kind))
 
     # --- sending ---
 
@@ -212,22 +306,32 @@ class Device:
         """Send again what an earlier run wrote but could not confirm."""
         sent = []
         for message in self.profile.outbox():
-            await self._post(message)
-            sent.append(message.message_id)
+            if await self._post(message):
+                sent.append(message.message_id)
         return sent
 
-    async def _post(self, message: StoredMessage) -> None:
-        plaintext = encode_content(Text(to=message.recipients, text=message.text, sent_at_ms=message.sent_at_ms))
+    async def _post(self, message: StoredMessage) -> bool:
+        """Send a stored message; return False if it is held (a verified contact's keys
+        changed), True once the server has it."""
+        content = Text(
+            to=message.recipients, text=message.text, sent_at_ms=message.sent_at_ms, message_id=message.message_id
+        )
+        plaintext = encode_content(content)
         for _ in range(SEND_ATTEMPTS):
             targets = await self._targets(message.recipients)
-            envelopes = [OutEnvelope(d.device_id, self._codec.seal(d, plaintext)) for d in targets]
-            request = SendRequest(message_id=message.message_id, recipients=message.recipients, envelopes=envelopes)
+            if any(self.trust.must_hold(h) for h in message.recipients if h != self.handle):
+                self.profile.set_state(self.device_id, message.message_id, "held")
+                return False
             try:
-                await self.api.send(request)
+                await self._send_sealed(message.message_id, message.recipients, targets, plaintext, "message")
             except StaleDevices:
                 continue  # a device came or went between lookup and send: look again
+            except Rejected as error:
+                if error.code != "not_found":  # a device vanished between lookup and claim
+                    raise
+                continue
             self.profile.advance_state([message.message_id], "sent")
-            return
+            return True
         raise Rejected("stale_devices", "the recipients' devices kept changing; try again")
 
     async def _targets(self, recipients: list[str]) -> list[DeviceInfo]:
@@ -251,20 +355,38 @@ class Device:
         while True:
             page = await self.api.fetch(after=after)
             if not page.envelopes:
-                return events
-            events.extend(self.accept(page.envelopes))
+                break
+            events.extend(await self.accept(page.envelopes))
             after = page.envelopes[-1].seq
             await self.api.ack(after)
             if not page.more:
-                return events
+                break
+        await self.replenish_keys()
+        return events
 
-    def accept(self, envelopes: list[Envelope]) -> list[Event]:
-        """Store a batch of envelopes in one transaction; they may be acked after this."""
+    async def accept(self, envelopes: list[Envelope]) -> list[Event]:
+        """Open and store a batch of envelopes in one transaction (the sessions that
+        opened them commit with them); they may be acked after this. Then ask for
+        resends of what did not open, and answer resend requests."""
+        await self._learn_senders(envelopes)
         events: list[Event] = []
         with self.profile.batch():
             for envelope in envelopes:
                 events.extend(self._accept_one(envelope))
+        with contextlib.suppress(ParleyError):  # retried at the next sync or connect
+            await self.heal()
         return events
+
+    async def _learn_senders(self, envelopes: list[Envelope]) -> None:
+        """Look up the keys of sending devices this device has not seen yet."""
+        unknown = {
+            e.sender_handle
+            for e in envelopes
+            if e.kind != "delivered" and self.trust.device(e.sender_device) is None and e.sender_handle
+        }
+        if unknown:
+            with contextlib.suppress(ParleyError):  # their envelopes then show "could not decrypt"
+                await self.lookup(sorted(unknown)[:MAX_LOOKUP_HANDLES])
 
     def _accept_one(self, envelope: Envelope) -> list[Event]:
         if envelope.kind == "delivered":
@@ -274,15 +396,26 @@ class Device:
                 return []  # a receipt is a courtesy: a bad one changes nothing
             moved = self.profile.advance_state(receipt.message_ids, "delivered")
             return [StateChanged(message_id, "delivered") for message_id in moved]
+        if envelope.kind == "control":
+            if not self.profile.first_sight_of_control(envelope.sender_device, envelope.message_id):
+                return []  # delivered again after a crash: its ratchet step is already taken
+        else:
+            stored = self.profile.get_message(envelope.sender_device, envelope.message_id)
+            if stored is not None and stored.state not in PLACEHOLDER_STATES:
+                return []  # a replay, or delivered again: shown once
         try:
-            content = content_decoder.decode(self._codec.open(envelope.sender_device, envelope.body))
-        except (msgspec.DecodeError, msgspec.ValidationError) as error:
-            return [Unreadable(envelope.sender_handle, envelope.message_id, str(error))]
+            content = self._open(envelope)
+        except DecryptFailed as error:
+            return self._undecryptable(envelope, str(error))
+        if isinstance(content, ResendRequest):
+            if envelope.kind == "control":
+                self._resend_asked.append((envelope.sender_device, list(content.message_ids)))
+            return []
         own = envelope.sender_account == self.account_id
         participants = set(content.to) if own else (set(content.to) | {envelope.sender_handle}) - {self.handle}
         message = StoredMessage(
             sender_device=envelope.sender_device,
-            message_id=envelope.message_id,
+            message_id=content.message_id,
             conversation=conversation_key(participants),
             direction="out" if own else "in",
             sender_handle=envelope.sender_handle,
@@ -291,7 +424,83 @@ class Device:
             sent_at_ms=content.sent_at_ms,
             state="sent" if own else "received",
         )
-        return [Received(message)] if self.profile.add_message(message) else []
+        added = self.profile.fill_placeholder(message)
+        return [Received(message)] if added else []
+
+    def _open(self, envelope: Envelope) -> Text | ResendRequest:
+        known = self.trust.device(envelope.sender_device)
+        if known is None:
+            raise DecryptFailed("the sending device is not in the directory")
+        handle, sender = known
+        if handle != envelope.sender_handle:
+            raise DecryptFailed("the sending device belongs to another handle")
+        try:
+            content = content_decoder.decode(self._codec.open(sender, envelope.body))
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            raise DecryptFailed("the decrypted content is malformed") from None
+        if isinstance(content, Text) and envelope.kind == "message" and content.message_id != envelope.message_id:
+            raise DecryptFailed("the ciphertext belongs to another message")
+        return content
+
+    def _undecryptable(self, envelope: Envelope, reason: str) -> list[Event]:
+        unreadable = Unreadable(envelope.sender_handle, envelope.message_id, reason)
+        if envelope.kind == "control":
+            return [unreadable]  # never ask for a resend of a resend: no loops
+        own = envelope.sender_account == self.account_id
+        placeholder = StoredMessage(
+            sender_device=envelope.sender_device,
+            message_id=envelope.message_id,
+            conversation=self.handle if own else envelope.sender_handle,
+            direction="out" if own else "in",
+            sender_handle=envelope.sender_handle,
+            recipients=[],
+            text=COULD_NOT_DECRYPT,
+            sent_at_ms=envelope.sent_at_ms,
+            state="undecryptable",
+        )
+        return [unreadable] if self.profile.add_message(placeholder) else []
+
+    # --- healing: resend requests and resends ---
+
+    async def heal(self) -> None:
+        """Ask for every message that did not decrypt, over a new session with its
+        sender's device; answer the resend requests that arrived."""
+        wanted: dict[str, list[str]] = {}
+        for placeholder in self.profile.in_state("undecryptable"):
+            wanted.setdefault(placeholder.sender_device, []).append(placeholder.message_id)
+        for device_id, message_ids in wanted.items():
+            await self._ask_resend(device_id, message_ids[:MAX_RESEND])
+        asked, self._resend_asked = self._resend_asked, []
+        for device_id, message_ids in asked:
+            await self._resend(device_id, message_ids)
+
+    async def _ask_resend(self, device_id: str, message_ids: list[str]) -> None:
+        known = self.trust.device(device_id)
+        if known is not None:
+            handle, device = known
+            with self.profile.batch():
+                self._codec.reset(device)  # whatever session failed, start a new one
+            request = encode_content(ResendRequest(message_ids=message_ids))
+            with contextlib.suppress(Rejected):  # the device is gone: nobody can resend; keep the placeholder
+                await self._send_sealed(self._make_id(), [handle], [device], request, "control")
+        with self.profile.batch():
+            for message_id in message_ids:
+                self.profile.set_state(device_id, message_id, "resend_requested")
+
+    async def _resend(self, device_id: str, message_ids: list[str]) -> None:
+        known = self.trust.device(device_id)
+        if known is None:
+            return
+        handle, device = known
+        for message_id in message_ids:
+            message = self.profile.get_message(self.device_id, message_id)
+            # Only to a device that was a target of the message: a recipient's, or our own.
+            if message is None or message.direction != "out" or handle not in [*message.recipients, self.handle]:
+                continue
+            content = Text(
+                to=message.recipients, text=message.text, sent_at_ms=message.sent_at_ms, message_id=message_id
+            )
+            await self._send_sealed(self._make_id(), [handle], [device], encode_content(content), "control")
 
     async def watch(self, on_event: Callable[[Event], None], stop: asyncio.Event | None = None) -> None:
         """Stay connected, store and ack what arrives, and call ``on_event`` for it.
@@ -340,8 +549,9 @@ class Device:
                     if isinstance(frame, Hello):
                         for message_id in await self.flush_outbox():
                             on_event(StateChanged(message_id, "sent"))
+                        await self.replenish_keys()
                     elif isinstance(frame, Deliver) and frame.envelopes:
-                        events = self.accept(frame.envelopes)
+                        events = await self.accept(frame.envelopes)
                         await ws.send(frame_encode(Ack(up_to=frame.envelopes[-1].seq)))
                         for event in events:
                             on_event(event)

@@ -1,6 +1,8 @@
-"""A device's local state: its credential and its history, in ``$PARLEY_HOME/<profile>/``.
+"""A device's local state: its credential, keys and history, in ``$PARLEY_HOME/<profile>/``.
 
-The folder is 0700 and the database 0600: the credential in it is as good as the device.
+The folder is 0700 and the files 0600: the credential in them is as good as the device.
+The Olm account and sessions are stored as vodozemac pickles, encrypted and
+authenticated under a random 32-byte key in ``pickle.key`` (0600) beside the database.
 History is keyed by (sender_device, message_id), so an envelope delivered twice (after a
 crash between storing and acking) is shown once.
 """
@@ -11,6 +13,7 @@ import contextlib
 import json
 import os
 import re
+import secrets
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,7 +29,7 @@ CREATE TABLE IF NOT EXISTS messages (
     sender_device TEXT NOT NULL,
     message_id TEXT NOT NULL,
     conversation TEXT NOT NULL,
-    direction TEXT NOT NULL CHECK (direction IN ('in', 'out')),
+    direction TEXT NOT NULL CHECK (direction IN ('in', 'out', 'notice')),
     sender_handle TEXT NOT NULL,
     recipients TEXT NOT NULL,
     text TEXT NOT NULL,
@@ -35,10 +38,37 @@ CREATE TABLE IF NOT EXISTS messages (
     PRIMARY KEY (sender_device, message_id)
 );
 CREATE INDEX IF NOT EXISTS messages_by_time ON messages(sent_at_ms);
+CREATE TABLE IF NOT EXISTS olm_sessions (
+    peer_key TEXT NOT NULL,
+    session_id TEXT NOT NULL,
+    pickle TEXT NOT NULL,
+    used_ms INTEGER NOT NULL,
+    PRIMARY KEY (peer_key, session_id)
+);
+CREATE TABLE IF NOT EXISTS devices_seen (
+    handle TEXT NOT NULL,
+    device_id TEXT NOT NULL,
+    identity_key TEXT NOT NULL,
+    signing_key TEXT NOT NULL,
+    PRIMARY KEY (handle, device_id)
+);
+CREATE INDEX IF NOT EXISTS devices_seen_by_id ON devices_seen(device_id);
+CREATE TABLE IF NOT EXISTS control_seen (
+    sender_device TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    PRIMARY KEY (sender_device, message_id)
+);
+CREATE TABLE IF NOT EXISTS verified (handle TEXT PRIMARY KEY, identity_keys TEXT NOT NULL);
 """
+PICKLE_KEY_FILE = "pickle.key"
 
-# States of a message this account sent, in the order they can only move forward.
-OUT_STATES = ("sending", "sent", "delivered")
+# States of a message this account sent, in the order they can only move forward. "held":
+# written, but not sent, because a verified contact's keys changed.
+OUT_STATES = ("held", "sending", "sent", "delivered")
+# An incoming message that could not be decrypted is kept as a placeholder in one of these
+# states until the sender's device resends it, which fills the placeholder in.
+PLACEHOLDER_STATES = ("undecryptable", "resend_requested")
+COULD_NOT_DECRYPT = "could not decrypt"
 
 
 @dataclass(frozen=True)
@@ -107,6 +137,29 @@ class Profile:
     def close(self) -> None:
         self._db.close()
 
+    @property
+    def db(self) -> sqlite3.Connection:
+        """The connection, for the sibling modules that keep keys and trust in it."""
+        return self._db
+
+    def pickle_key(self, create: bool = False) -> bytes:
+        """The 32-byte key the Olm pickles are encrypted under, from a 0600 file."""
+        path = os.path.join(self.path, PICKLE_KEY_FILE)
+        if create and not os.path.exists(path):
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(descriptor, "wb") as file:
+                file.write(secrets.token_bytes(32))
+                file.flush()
+                os.fsync(file.fileno())
+        try:
+            with open(path, "rb") as file:
+                key = file.read()
+        except FileNotFoundError:
+            raise ProfileError(f"profile {self.name!r} has lost its key file {path}; register again") from None
+        if len(key) != 32:
+            raise ProfileError(f"profile {self.name!r} has a damaged key file {path}; register again")
+        return key
+
     # --- settings ---
 
     def get(self, key: str) -> str | None:
@@ -159,6 +212,49 @@ class Profile:
                     moved.append(message_id)
         return moved
 
+    def fill_placeholder(self, message: StoredMessage) -> bool:
+        """Put a resent message in the place of its "could not decrypt" placeholder, or
+        store it if there is none; return False if the message was already there."""
+        cursor = self._db.execute(
+            f"UPDATE messages SET conversation = ?, direction = ?, sender_handle = ?, recipients = ?, text = ?,"
+            f" sent_at_ms = ?, state = ? WHERE sender_device = ? AND message_id = ?"
+            f" AND state IN ({','.join('?' * len(PLACEHOLDER_STATES))})",
+            (
+                message.conversation,
+                message.direction,
+                message.sender_handle,
+                json.dumps(message.recipients),
+                message.text,
+                message.sent_at_ms,
+                message.state,
+                message.sender_device,
+                message.message_id,
+                *PLACEHOLDER_STATES,
+            ),
+        )
+        return cursor.rowcount > 0 or self.add_message(message)
+
+    def get_message(self, sender_device: str, message_id: str) -> StoredMessage | None:
+        row = self._db.execute(
+            "SELECT * FROM messages WHERE sender_device = ? AND message_id = ?", (sender_device, message_id)
+        ).fetchone()
+        return _message(row) if row else None
+
+    def set_state(self, sender_device: str, message_id: str, state: str) -> None:
+        self._db.execute(
+            "UPDATE messages SET state = ? WHERE sender_device = ? AND message_id = ?",
+            (state, sender_device, message_id),
+        )
+
+    def first_sight_of_control(self, sender_device: str, message_id: str) -> bool:
+        """Record a control envelope; False if it was processed before (a redelivery)."""
+        cursor = self._db.execute("INSERT OR IGNORE INTO control_seen VALUES (?, ?)", (sender_device, message_id))
+        return cursor.rowcount > 0
+
+    def in_state(self, state: str) -> list[StoredMessage]:
+        rows = self._db.execute("SELECT * FROM messages WHERE state = ? ORDER BY sent_at_ms", (state,)).fetchall()
+        return [_message(row) for row in rows]
+
     def messages(self, conversation: str | None = None) -> list[StoredMessage]:
         query = "SELECT * FROM messages"
         args: tuple[str, ...] = ()
@@ -172,7 +268,8 @@ class Profile:
         """Messages this device wrote but the server has not confirmed (e.g. after a crash)."""
         device_id = self.require("device_id")
         rows = self._db.execute(
-            "SELECT * FROM messages WHERE sender_device = ? AND state = 'sending' ORDER BY sent_at_ms", (device_id,)
+            "SELECT * FROM messages WHERE sender_device = ? AND state IN ('held', 'sending') ORDER BY sent_at_ms",
+            (device_id,),
         ).fetchall()
         return [_message(row) for row in rows]
 

@@ -90,7 +90,19 @@ class Hub:
         if repeated:
             raise ApiError(400, ErrorCode.BAD_REQUEST, f"more than one envelope for device {repeated[0]}")
         expected = fanout.expected_targets(own.device_ids, sender.device_id, recipient_devices)
-        diff = fanout.diff_device_set(expected, named)
+        if request.kind == "control":
+            unknown = fanout.outside(expected, named)
+            if unknown or not named:
+                raise ApiError(
+                    409,
+                    ErrorCode.STALE_DEVICES,
+                    "a control send names devices it may not reach",
+                    missing=[],
+                    extra=unknown,
+                )
+            diff = fanout.DeviceSetDiff([], [])
+        else:
+            diff = fanout.diff_device_set(expected, named)
         if diff:
             raise ApiError(
                 409,
@@ -104,7 +116,7 @@ class Hub:
             NewEnvelope(
                 device_id=out.device_id,
                 message_id=request.message_id,
-                kind="message",
+                kind=request.kind,
                 sender_account=sender.account_id,
                 sender_device=sender.device_id,
                 sender_handle=own.primary_handle,

@@ -16,6 +16,7 @@ DEFAULT_RATES: Mapping[str, Rate] = {
     "verify:address": Rate(burst=30, per_second=1 / 2),  # code guesses from one address
     "lookup:device": Rate(burst=1000, per_second=10),  # handles looked up, per device
     "lookup:address": Rate(burst=2000, per_second=20),  # handles looked up, per address
+    "claim:device": Rate(burst=1000, per_second=10),  # one-time keys claimed, per device
 }
 
 # Evicting a bucket forgets it (a fresh full bucket next time), so keep plenty.

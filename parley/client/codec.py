@@ -33,5 +33,5 @@ class EnvelopeCodec(Protocol):
         ...
 
     def reset(self, device: DeviceInfo) -> None:
-        """Forget the sessions with ``device`` (they failed); the next seal starts anew."""
+        """A session with ``device`` failed: the next seal starts a new one."""
         ...

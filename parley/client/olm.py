@@ -39,6 +39,7 @@ class OlmMachine:
         self._key = profile.pickle_key()
         self._clock = clock
         self._sessions: dict[str, list[vodozemac.Session]] = {}  # peer key -> newest first
+        self._stale: set[str] = set()  # peers whose sessions failed: seal only with a new one
 
     @classmethod
     def create(cls, profile: Profile, clock: Callable[[], int]) -> OlmMachine:
@@ -101,7 +102,7 @@ class OlmMachine:
     # --- the codec ---
 
     def needs_session(self, device: DeviceInfo) -> bool:
-        return not self._peer(device.identity_key)
+        return device.identity_key in self._stale or not self._peer(device.identity_key)
 
     def start_session(self, device: DeviceInfo, claimed: ClaimedKey) -> None:
         purpose = keys.FALLBACK if claimed.fallback else keys.ONE_TIME
@@ -115,6 +116,7 @@ class OlmMachine:
             )
         except (vodozemac.KeyException, ValueError):
             raise ProtocolError(f"device {device.device_id} has a malformed key") from None
+        self._stale.discard(device.identity_key)
         self._remember(device.identity_key, session)
 
     def seal(self, device: DeviceInfo, plaintext: bytes) -> bytes:
@@ -155,9 +157,9 @@ class OlmMachine:
         return plaintext
 
     def reset(self, device: DeviceInfo) -> None:
-        """Forget every session with ``device``; the next seal needs a fresh claim."""
-        self._sessions[device.identity_key] = []
-        self._db.execute("DELETE FROM olm_sessions WHERE peer_key = ?", (device.identity_key,))
+        """The next seal for ``device`` starts a new session (from a fresh claim). The old
+        ones are kept to open what the peer already sent on them."""
+        self._stale.add(device.identity_key)
 
     # --- persistence ---
 

@@ -8,7 +8,7 @@ history: an envelope is stored before it is acked, and stored once by its id.
 Every body is sealed for its one target device (``parley.client.olm``); before the first
 message to a device, a key is claimed for it. A body that does not open is kept as a
 "could not decrypt" placeholder, the device starts a new session with the sender's
-device and asks it to send the message again (``parley.client.healing``).
+device and asks it to send the message again (``parley.client.channel``).
 """
 
 from __future__ import annotations
@@ -28,10 +28,10 @@ import websockets
 from websockets.asyncio.client import connect
 
 from parley.client.api import ServerApi, ws_url
-from parley.client.codec import EnvelopeCodec
+from parley.client.channel import Channel
 from parley.client.contacts import TrustBook, device_keys
-from parley.client.content import MAX_RESEND, ResendRequest, Text, content_decoder, encode_content
-from parley.client.olm import ONE_TIME_KEYS_LOW, ONE_TIME_KEYS_TARGET, OlmMachine
+from parley.client.content import ResendRequest, Text, encode_content
+from parley.client.olm import ONE_TIME_KEYS_TARGET, OlmMachine
 from parley.client.profile import COULD_NOT_DECRYPT, PLACEHOLDER_STATES, Profile, StoredMessage
 from parley.core import handles, trust
 from parley.errors import (
@@ -53,10 +53,7 @@ from parley.wire import (
     Envelope,
     Hello,
     LookupResult,
-    OutEnvelope,
     RegisterRequest,
-    SendKind,
-    SendRequest,
     WsClose,
     frame_encode,
     receipt_decoder,
@@ -124,9 +121,8 @@ class Device:
         self._clock = clock
         self._make_id = make_id
         self.olm = OlmMachine.load(profile, clock)
-        self._codec: EnvelopeCodec = self.olm
         self.trust = TrustBook(profile, self.handle, clock)
-        self._resend_asked: list[tuple[str, list[str]]] = []  # (requesting device, message ids)
+        self.channel = Channel(profile, self.api, self.olm, self.trust, self.device_id, self.handle, make_id)
 
     # --- lifecycle ---
 
@@ -229,17 +225,6 @@ class Device:
 
     # --- keys and verification ---
 
-    async def replenish_keys(self) -> int:
-        """Upload one-time keys (and a new fallback key) when the server runs low;
-        return how many one-time keys were uploaded."""
-        count = await self.api.key_count()
-        if count.one_time_keys >= ONE_TIME_KEYS_LOW and count.fallback_key:
-            return 0
-        upload = self.olm.prekeys(max(0, ONE_TIME_KEYS_TARGET - count.one_time_keys), new_fallback=True)
-        await self.api.upload_keys(upload)
-        self.olm.published()
-        return len(upload.one_time_keys)
-
     async def safety_number(self, raw_handle: str) -> tuple[str, list[trust.DeviceKeys]]:
         """The safety number with ``raw_handle``, and the contact's keys it covers."""
         handle = handles.normalise(raw_handle)
@@ -254,27 +239,6 @@ class Device:
         """Trust exactly ``keys`` for ``raw_handle``; send what was held; return those ids."""
         self.trust.verify(handles.normalise(raw_handle), keys)
         return await self.flush_outbox()
-
-    async def _prepare(self, devices: list[DeviceInfo]) -> None:
-        """Start a session with every device that has none, from keys claimed for them."""
-        need = [d for d in devices if self._codec.needs_session(d)]
-        if not need:
-            return
-        claimed = {key.device_id: key for key in (await self.api.claim_keys([d.device_id for d in need])).keys}
-        with self.profile.batch():
-            for device in need:
-                key = claimed.get(device.device_id)
-                if key is None:
-                    raise Rejected("no_keys", f"device {device.device_id} has no keys to start a session with")
-                self._codec.start_session(device, key)
-
-    async def _send_sealed(
-        self, message_id: str, recipients: list[str], targets: list[DeviceInfo], plaintext: bytes, kind: SendKind
-    ) -> None:
-        await self._prepare(targets)
-        with self.profile.batch():  # the ratchet steps are on disk before the ciphertext leaves
-            envelopes = [OutEnvelope(d.device_id, self._codec.seal(d, plaintext)) for d in targets]
-        await self.api.send(SendRequest(message_id=message_id, recipients=recipients, envelopes=envelopes, kind=kind))
 
     # --- sending ---
 
@@ -323,7 +287,7 @@ class Device:
                 self.profile.set_state(self.device_id, message.message_id, "held")
                 return False
             try:
-                await self._send_sealed(message.message_id, message.recipients, targets, plaintext, "message")
+                await self.channel.send_sealed(message.message_id, message.recipients, targets, plaintext, "message")
             except StaleDevices:
                 continue  # a device came or went between lookup and send: look again
             except Rejected as error:
@@ -361,7 +325,7 @@ class Device:
             await self.api.ack(after)
             if not page.more:
                 break
-        await self.replenish_keys()
+        await self.channel.replenish_keys()
         return events
 
     async def accept(self, envelopes: list[Envelope]) -> list[Event]:
@@ -374,7 +338,7 @@ class Device:
             for envelope in envelopes:
                 events.extend(self._accept_one(envelope))
         with contextlib.suppress(ParleyError):  # retried at the next sync or connect
-            await self.heal()
+            await self.channel.heal()
         return events
 
     async def _learn_senders(self, envelopes: list[Envelope]) -> None:
@@ -404,12 +368,12 @@ class Device:
             if stored is not None and stored.state not in PLACEHOLDER_STATES:
                 return []  # a replay, or delivered again: shown once
         try:
-            content = self._open(envelope)
+            content = self.channel.open(envelope)
         except DecryptFailed as error:
             return self._undecryptable(envelope, str(error))
         if isinstance(content, ResendRequest):
             if envelope.kind == "control":
-                self._resend_asked.append((envelope.sender_device, list(content.message_ids)))
+                self.channel.resend_asked(envelope.sender_device, list(content.message_ids))
             return []
         own = envelope.sender_account == self.account_id
         participants = set(content.to) if own else (set(content.to) | {envelope.sender_handle}) - {self.handle}
@@ -426,21 +390,6 @@ class Device:
         )
         added = self.profile.fill_placeholder(message)
         return [Received(message)] if added else []
-
-    def _open(self, envelope: Envelope) -> Text | ResendRequest:
-        known = self.trust.device(envelope.sender_device)
-        if known is None:
-            raise DecryptFailed("the sending device is not in the directory")
-        handle, sender = known
-        if handle != envelope.sender_handle:
-            raise DecryptFailed("the sending device belongs to another handle")
-        try:
-            content = content_decoder.decode(self._codec.open(sender, envelope.body))
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            raise DecryptFailed("the decrypted content is malformed") from None
-        if isinstance(content, Text) and envelope.kind == "message" and content.message_id != envelope.message_id:
-            raise DecryptFailed("the ciphertext belongs to another message")
-        return content
 
     def _undecryptable(self, envelope: Envelope, reason: str) -> list[Event]:
         unreadable = Unreadable(envelope.sender_handle, envelope.message_id, reason)
@@ -459,48 +408,6 @@ class Device:
             state="undecryptable",
         )
         return [unreadable] if self.profile.add_message(placeholder) else []
-
-    # --- healing: resend requests and resends ---
-
-    async def heal(self) -> None:
-        """Ask for every message that did not decrypt, over a new session with its
-        sender's device; answer the resend requests that arrived."""
-        wanted: dict[str, list[str]] = {}
-        for placeholder in self.profile.in_state("undecryptable"):
-            wanted.setdefault(placeholder.sender_device, []).append(placeholder.message_id)
-        for device_id, message_ids in wanted.items():
-            await self._ask_resend(device_id, message_ids[:MAX_RESEND])
-        asked, self._resend_asked = self._resend_asked, []
-        for device_id, message_ids in asked:
-            await self._resend(device_id, message_ids)
-
-    async def _ask_resend(self, device_id: str, message_ids: list[str]) -> None:
-        known = self.trust.device(device_id)
-        if known is not None:
-            handle, device = known
-            with self.profile.batch():
-                self._codec.reset(device)  # whatever session failed, start a new one
-            request = encode_content(ResendRequest(message_ids=message_ids))
-            with contextlib.suppress(Rejected):  # the device is gone: nobody can resend; keep the placeholder
-                await self._send_sealed(self._make_id(), [handle], [device], request, "control")
-        with self.profile.batch():
-            for message_id in message_ids:
-                self.profile.set_state(device_id, message_id, "resend_requested")
-
-    async def _resend(self, device_id: str, message_ids: list[str]) -> None:
-        known = self.trust.device(device_id)
-        if known is None:
-            return
-        handle, device = known
-        for message_id in message_ids:
-            message = self.profile.get_message(self.device_id, message_id)
-            # Only to a device that was a target of the message: a recipient's, or our own.
-            if message is None or message.direction != "out" or handle not in [*message.recipients, self.handle]:
-                continue
-            content = Text(
-                to=message.recipients, text=message.text, sent_at_ms=message.sent_at_ms, message_id=message_id
-            )
-            await self._send_sealed(self._make_id(), [handle], [device], encode_content(content), "control")
 
     async def watch(self, on_event: Callable[[Event], None], stop: asyncio.Event | None = None) -> None:
         """Stay connected, store and ack what arrives, and call ``on_event`` for it.
@@ -549,7 +456,7 @@ class Device:
                     if isinstance(frame, Hello):
                         for message_id in await self.flush_outbox():
                             on_event(StateChanged(message_id, "sent"))
-                        await self.replenish_keys()
+                        await self.channel.replenish_keys()
                     elif isinstance(frame, Deliver) and frame.envelopes:
                         events = await self.accept(frame.envelopes)
                         await ws.send(frame_encode(Ack(up_to=frame.envelopes[-1].seq)))

@@ -101,3 +101,31 @@ async def test_claims_for_unknown_devices_claim_nothing(http: httpx.AsyncClient)
     claimed = await http.post("/v1/keys/claim", json={"device_ids": [bob.device_id]}, headers=auth(alice))
     assert claimed.json()["keys"][0]["device_id"] == bob.device_id
     assert (await http.get("/v1/keys", headers=auth(bob))).json()["one_time_keys"] == before - 1
+
+
+async def test_control_sends_reach_only_devices_of_the_recipients(http: httpx.AsyncClient) -> None:
+    alice = await register(http, ALICE)
+    bob = await register(http, BOB)
+    carol = await register(http, "+14155550122")
+
+    async def control(envelopes: list[str], to: str = BOB, message_id: str = "c1") -> httpx.Response:
+        body = {
+            "message_id": message_id,
+            "recipients": [to],
+            "kind": "control",
+            "envelopes": [{"device_id": d, "body": "eA=="} for d in envelopes],
+        }
+        return await http.post("/v1/messages", json=body, headers=auth(alice))
+
+    outside = await control([carol.device_id])
+    assert (outside.status_code, error_code(outside)) == (409, "stale_devices")
+    assert outside.json()["error"]["extra"] == [carol.device_id]
+    empty = await control([])
+    assert empty.status_code == 409
+    assert (await control([bob.device_id], message_id="c2")).status_code == 200
+    fetched = (await http.get("/v1/messages", headers=auth(bob))).json()["envelopes"]
+    assert [(e["message_id"], e["kind"]) for e in fetched] == [("c2", "control")]
+    assert (await http.get("/v1/messages", headers=auth(carol))).json()["envelopes"] == []
+    # Acking a control envelope makes no "delivered" receipt for the sender.
+    await http.post("/v1/messages/ack", json={"up_to": fetched[-1]["seq"]}, headers=auth(bob))
+    assert (await http.get("/v1/messages", headers=auth(alice))).json()["envelopes"] == []

@@ -45,10 +45,12 @@ class Channel:
         self.handle = handle
         self._make_id = make_id
         self._resend_asked: list[tuple[str, list[str]]] = []  # (requesting device, message ids)
+        self._keys_used_at_check = 0
 
     async def replenish_keys(self) -> int:
         """Upload one-time keys (and a new fallback key) when the server runs low;
         return how many one-time keys were uploaded."""
+        self._keys_used_at_check = self.olm.one_time_keys_used
         count = await self.api.key_count()
         if count.one_time_keys >= ONE_TIME_KEYS_LOW and count.fallback_key:
             return 0
@@ -56,6 +58,11 @@ class Channel:
         await self.api.upload_keys(upload)
         self.olm.published()
         return len(upload.one_time_keys)
+
+    async def replenish_if_used(self, every: int = ONE_TIME_KEYS_LOW) -> None:
+        """While connected: check the server's count after every few sessions started."""
+        if self.olm.one_time_keys_used - self._keys_used_at_check >= every:
+            await self.replenish_keys()
 
     async def prepare(self, devices: list[DeviceInfo]) -> None:
         """Start a session with every device that has none, from keys claimed for them."""

@@ -339,6 +339,7 @@ class Device:
                 events.extend(self._accept_one(envelope))
         with contextlib.suppress(ParleyError):  # retried at the next sync or connect
             await self.channel.heal()
+            await self.channel.replenish_if_used()
         return events
 
     async def _learn_senders(self, envelopes: list[Envelope]) -> None:

@@ -40,6 +40,7 @@ class OlmMachine:
         self._clock = clock
         self._sessions: dict[str, list[vodozemac.Session]] = {}  # peer key -> newest first
         self._stale: set[str] = set()  # peers whose sessions failed: seal only with a new one
+        self.one_time_keys_used = 0  # inbound sessions started since this process began
 
     @classmethod
     def create(cls, profile: Profile, clock: Callable[[], int]) -> OlmMachine:
@@ -153,6 +154,7 @@ class OlmMachine:
         except (vodozemac.SessionCreationException, vodozemac.KeyException, ValueError):
             raise DecryptFailed("it starts a session this device cannot accept") from None
         self._save_account()  # the one-time key it used is gone for good
+        self.one_time_keys_used += 1
         self._remember(sender.identity_key, session)
         return plaintext
 

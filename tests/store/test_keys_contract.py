@@ -6,20 +6,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from parley.store.base import DeviceRecord, Store
-from parley.store.memory import MemoryStore
-from parley.store.sqlite import SqliteStore
 from parley.wire import ClaimedKey, KeyCount, SignedKey
-
-STORE_FACTORIES: dict[str, Callable[[Path], Store]] = {
-    "memory": lambda tmp_path: MemoryStore(),
-    "sqlite": lambda tmp_path: SqliteStore(str(tmp_path / "parley.db")),
-}
+from tests.store.test_contract import STORE_FACTORIES  # one list of implementations
 
 
 @pytest.fixture(params=list(STORE_FACTORIES))

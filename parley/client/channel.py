@@ -83,6 +83,8 @@ class Channel:
         await self.prepare(targets)
         with self.profile.batch():  # the ratchet steps are on disk before the ciphertext leaves
             envelopes = [OutEnvelope(d.device_id, self._codec.seal(d, plaintext)) for d in targets]
+            if kind == "message":
+                self.profile.record_targets(message_id, [d.device_id for d in targets])
         await self.api.send(SendRequest(message_id=message_id, recipients=recipients, envelopes=envelopes, kind=kind))
 
     def open(self, envelope: Envelope) -> Text | ResendRequest:
@@ -118,12 +120,12 @@ class Channel:
 
     async def _ask_resend(self, device_id: str, message_ids: list[str]) -> None:
         known = self.trust.device(device_id)
-        if known is not None:
+        if known is not None:  # else the device is gone: nobody can resend; keep the placeholder
             handle, device = known
             with self.profile.batch():
                 self._codec.reset(device)  # whatever session failed, start a new one
             request = encode_content(ResendRequest(message_ids=message_ids))
-            with contextlib.suppress(Rejected):  # the device is gone: nobody can resend; keep the placeholder
+            with contextlib.suppress(Rejected):  # gone since it was looked up
                 await self.send_sealed(self._make_id(), [handle], [device], request, "control")
         with self.profile.batch():
             for message_id in message_ids:
@@ -136,8 +138,9 @@ class Channel:
         handle, device = known
         for message_id in message_ids:
             message = self.profile.get_message(self.device_id, message_id)
-            # Only to a device that was a target of the message: a recipient's, or our own.
-            if message is None or message.direction != "out" or handle not in [*message.recipients, self.handle]:
+            # Only to a device the message was sealed for when it was sent: a device added
+            # since (perhaps by whoever runs the server) cannot pull old messages.
+            if message is None or not self.profile.was_target(message_id, device_id):
                 continue
             content = Text(
                 to=message.recipients, text=message.text, sent_at_ms=message.sent_at_ms, message_id=message_id

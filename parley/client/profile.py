@@ -53,6 +53,11 @@ CREATE TABLE IF NOT EXISTS devices_seen (
     PRIMARY KEY (handle, device_id)
 );
 CREATE INDEX IF NOT EXISTS devices_seen_by_id ON devices_seen(device_id);
+CREATE TABLE IF NOT EXISTS sent_to (
+    message_id TEXT NOT NULL,
+    device_id TEXT NOT NULL,
+    PRIMARY KEY (message_id, device_id)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS control_seen (
     sender_device TEXT NOT NULL,
     message_id TEXT NOT NULL,
@@ -245,6 +250,16 @@ class Profile:
             "UPDATE messages SET state = ? WHERE sender_device = ? AND message_id = ?",
             (state, sender_device, message_id),
         )
+
+    def record_targets(self, message_id: str, device_ids: list[str]) -> None:
+        """The devices a message of this device was sealed for (who may ask for it again)."""
+        self._db.executemany("INSERT OR IGNORE INTO sent_to VALUES (?, ?)", [(message_id, d) for d in device_ids])
+
+    def was_target(self, message_id: str, device_id: str) -> bool:
+        row = self._db.execute(
+            "SELECT 1 FROM sent_to WHERE message_id = ? AND device_id = ?", (message_id, device_id)
+        ).fetchone()
+        return row is not None
 
     def first_sight_of_control(self, sender_device: str, message_id: str) -> bool:
         """Record a control envelope; False if it was processed before (a redelivery)."""

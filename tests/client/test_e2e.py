@@ -9,6 +9,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from parley.client.content import ResendRequest, encode_content
 from parley.client.device import Device, Received, Unreadable
 from parley.client.profile import COULD_NOT_DECRYPT
 from parley.core import trust
@@ -154,3 +155,20 @@ async def test_replays_show_once_and_tampering_is_rejected(server: ServerProcess
     assert "still fine" in texts(await bob.sync())
     await alice.close()
     await bob.close()
+
+
+async def test_a_device_added_later_cannot_pull_old_messages(server: ServerProcess, parley_home: Path) -> None:
+    alice = await Device.register(server.url, ALICE, "alice")
+    bob = await Device.register(server.url, BOB, "bob")
+    old_id = await alice.send_text([BOB], "before the tablet")
+    assert texts(await bob.sync()) == ["before the tablet"]
+    # A device that joins Bob's account later (his, or one the server's operator added)
+    # asks Alice's device to "resend" the old message.
+    tablet = await Device.register(server.url, BOB, "bob-tablet")
+    (result,) = await tablet.lookup([ALICE])
+    request = encode_content(ResendRequest(message_ids=[old_id]))
+    await tablet.channel.send_sealed("pull-1", [ALICE], result.devices, request, "control")
+    await alice.sync()
+    assert await tablet.sync() == []  # refused: the tablet was never a target of it
+    for device in (alice, bob, tablet):
+        await device.close()

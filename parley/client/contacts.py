@@ -42,7 +42,7 @@ class TrustBook:
                 "INSERT OR REPLACE INTO devices_seen VALUES (?, ?, ?, ?)",
                 [(handle, d.device_id, d.identity_key, d.signing_key) for d in current],
             )
-            if change.is_change and handle != self._own_handle:
+            if change.is_change:
                 self._notice(handle, change, self.status(handle))
         return change
 
@@ -87,7 +87,9 @@ class TrustBook:
         now = self._clock()
         devices = ", ".join(change.added)
         text = f"Your safety number with {handle} changed (new keys: {devices}). Compare it: parley verify {handle}"
-        if status is trust.Status.CHANGED and self.hold_on_change:
+        if handle == self._own_handle:  # the server could add a device to read sent copies
+            text = f"A new device joined your account: {devices}. If it is not yours, unlink it (parley unlink)"
+        elif status is trust.Status.CHANGED and self.hold_on_change:
             text += ". You had verified them: messages to them are held until you verify again."
         self._profile.add_message(
             StoredMessage(

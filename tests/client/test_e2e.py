@@ -76,7 +76,12 @@ async def test_new_device_of_a_contact_shows_a_notice(server: ServerProcess, par
     notices = [m for m in alice.profile.messages(f"tel:{BOB}") if m.direction == "notice"]
     assert len(notices) == 1 and tablet.device_id in notices[0].text and "safety number" in notices[0].text
     assert texts(await tablet.sync()) == ["hi again"]
-    for device in (alice, bob, tablet):
+    # A new device on one's own account is news too: it gets every sent copy.
+    laptop = await Device.register(server.url, ALICE, "alice-laptop")
+    await alice.send_text([BOB], "from the phone")
+    (own,) = [m for m in alice.profile.messages(f"tel:{ALICE}") if m.direction == "notice"]
+    assert laptop.device_id in own.text and "your account" in own.text
+    for device in (alice, bob, tablet, laptop):
         await device.close()
 
 

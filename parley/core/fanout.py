@@ -42,10 +42,10 @@ def diff_device_set(expected: set[str], named: Sequence[str]) -> DeviceSetDiff:
     return DeviceSetDiff(missing=sorted(expected - named_set), extra=sorted(named_set - expected))
 
 
-def outside(allowed: set[str], named: Sequence[str]) -> list[str]:
-    """Devices a control send named that it may not reach (it names a subset of the
-    targets a message would have, e.g. the one device that asked for a resend)."""
-    return sorted(set(named) - allowed)
+def diff_control_set(expected: set[str], named: Sequence[str]) -> DeviceSetDiff:
+    """A control send names any subset of the targets a message would have (e.g. the one
+    device that asked for a resend): only devices outside them are wrong."""
+    return DeviceSetDiff(missing=[], extra=sorted(set(named) - expected))
 
 
 def duplicates(named: Sequence[str]) -> list[str]:

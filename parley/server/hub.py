@@ -91,16 +91,9 @@ class Hub:
             raise ApiError(400, ErrorCode.BAD_REQUEST, f"more than one envelope for device {repeated[0]}")
         expected = fanout.expected_targets(own.device_ids, sender.device_id, recipient_devices)
         if request.kind == "control":
-            unknown = fanout.outside(expected, named)
-            if unknown or not named:
-                raise ApiError(
-                    409,
-                    ErrorCode.STALE_DEVICES,
-                    "a control send names devices it may not reach",
-                    missing=[],
-                    extra=unknown,
-                )
-            diff = fanout.DeviceSetDiff([], [])
+            if not named:
+                raise ApiError(400, ErrorCode.BAD_REQUEST, "a control send names at least one device")
+            diff = fanout.diff_control_set(expected, named)
         else:
             diff = fanout.diff_device_set(expected, named)
         if diff:

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from parley.client.device import Device, Event, Received, StateChanged, Unreadable
+from parley.client.device import Device, Event, Received, StateChanged, Unreadable, VerificationStep
 from parley.client.profile import COULD_NOT_DECRYPT, PLACEHOLDER_STATES, StoredMessage
 from parley.errors import ParleyError, UsageError
 
@@ -106,6 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("handle", metavar="HANDLE")
     verify.add_argument("--yes", action="store_true", help="the numbers match (you compared them): mark verified")
     verify.add_argument("--number", help="the number the contact reads out; verified if it matches")
+    verify.add_argument("--sas", action="store_true", help="compare emoji live instead (both run it at once)")
+    verify.add_argument("--timeout", type=float, default=120.0, help="with --sas: how long to wait for the other side")
     verify.set_defaults(run=run_verify)
 
     config = commands.add_parser("config", help="show or change a setting of this device")
@@ -255,6 +257,9 @@ def run_verify(args: argparse.Namespace) -> int:
     from parley.core import trust
 
     async def go(device: Device) -> None:
+        if args.sas:
+            await verify_sas(device)
+            return
         number, keys = await device.safety_number(args.handle)
         status = device.trust.status(normalise_handle(args.handle))
         groups = number.split()
@@ -276,6 +281,22 @@ def run_verify(args: argparse.Namespace) -> int:
         print(f"Verified {normalise_handle(args.handle)}.")
         for message_id in released:
             print(f"{message_id}: sent (was held)")
+
+    async def verify_sas(device: Device) -> None:
+        from parley.client.sas import Shown, verify_by_sas
+
+        async def confirm(shown: Shown) -> bool:
+            print(f"Compare with what {normalise_handle(args.handle)} sees:\n  {shown}", flush=True)
+            if args.yes:
+                return True
+            if not sys.stdin.isatty():
+                raise UsageError("comparing emoji needs a person at a terminal (or --yes)")
+            answer = await asyncio.to_thread(input, "Do they match? [y/N] ")
+            return answer.strip().lower() in ("y", "yes")
+
+        print(f"Waiting for {normalise_handle(args.handle)} to run: parley verify --sas <your number>", flush=True)
+        await verify_by_sas(device, args.handle, confirm, timeout_s=args.timeout)
+        print(f"Verified {normalise_handle(args.handle)}.")
 
     return with_device(args.profile, go)
 
@@ -338,6 +359,8 @@ def format_event(event: Event) -> str:
         return format_message(event.message)
     if isinstance(event, StateChanged):
         return f"{event.message_id}: {STATE_LABELS.get(event.state, event.state)}"
+    if isinstance(event, VerificationStep):
+        return f"{event.sender_handle} wants to compare emoji: run parley verify --sas {event.sender_handle}"
     return f"{COULD_NOT_DECRYPT}: a message from {event.sender_handle} ({event.message_id}); asked to resend"
 
 
@@ -360,6 +383,8 @@ def event_json(event: Event) -> dict[str, Any]:
         return {"event": "message", **message_json(event.message)}
     if isinstance(event, StateChanged):
         return {"event": "state", "message_id": event.message_id, "state": event.state}
+    if isinstance(event, VerificationStep):
+        return {"event": "verification", "sender": event.sender_handle, "sender_device": event.sender_device}
     assert isinstance(event, Unreadable)
     return {"event": "undecryptable", "message_id": event.message_id, "sender": event.sender_handle}
 

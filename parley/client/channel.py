@@ -18,7 +18,7 @@ import msgspec
 from parley.client.api import ServerApi
 from parley.client.codec import EnvelopeCodec
 from parley.client.contacts import TrustBook
-from parley.client.content import MAX_RESEND, ResendRequest, Text, content_decoder, encode_content
+from parley.client.content import MAX_RESEND, Content, ResendRequest, Text, content_decoder, encode_content
 from parley.client.olm import ONE_TIME_KEYS_LOW, ONE_TIME_KEYS_TARGET, OlmMachine
 from parley.client.profile import Profile
 from parley.errors import DecryptFailed, Rejected
@@ -87,7 +87,7 @@ class Channel:
                 self.profile.record_targets(message_id, [d.device_id for d in targets])
         await self.api.send(SendRequest(message_id=message_id, recipients=recipients, envelopes=envelopes, kind=kind))
 
-    def open(self, envelope: Envelope) -> Text | ResendRequest:
+    def open(self, envelope: Envelope) -> Content:
         known = self.trust.device(envelope.sender_device)
         if known is None:
             raise DecryptFailed("the sending device is not in the directory")

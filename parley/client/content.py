@@ -12,7 +12,7 @@ from typing import Annotated
 
 import msgspec
 
-from parley.wire import MAX_RECIPIENTS, Handle, Id, Struct
+from parley.wire import MAX_RECIPIENTS, Handle, Id, PublicKey, Struct
 
 MAX_TEXT_CHARS = 16_000
 MAX_RESEND = 100
@@ -31,7 +31,23 @@ class ResendRequest(Struct, tag="resend", tag_field="type", frozen=True):
     message_ids: Annotated[list[Id], msgspec.Meta(min_length=1, max_length=MAX_RESEND)]
 
 
-Content = Text | ResendRequest
+class SasStart(Struct, tag="sas.start", tag_field="type", frozen=True):
+    """Control: the first step of a short-authentication-string comparison."""
+
+    txn: Id
+    public_key: PublicKey  # this side's ephemeral Curve25519 key for vodozemac's SAS
+
+
+class SasMac(Struct, tag="sas.mac", tag_field="type", frozen=True):
+    """Control: after the person confirmed the emoji match, a MAC (under the SAS secret)
+    of the device keys this side sees for its own account."""
+
+    txn: Id
+    keys_mac: Annotated[str, msgspec.Meta(max_length=128)]
+
+
+Content = Text | ResendRequest | SasStart | SasMac
+Verification = SasStart | SasMac
 
 encode_content = msgspec.msgpack.Encoder().encode
 content_decoder: msgspec.msgpack.Decoder[Content] = msgspec.msgpack.Decoder(Content)

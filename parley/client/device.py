@@ -30,7 +30,7 @@ from websockets.asyncio.client import connect
 from parley.client.api import ServerApi, ws_url
 from parley.client.channel import Channel
 from parley.client.contacts import TrustBook, device_keys
-from parley.client.content import ResendRequest, Text, encode_content
+from parley.client.content import ResendRequest, SasMac, SasStart, Text, Verification, encode_content
 from parley.client.olm import ONE_TIME_KEYS_TARGET, OlmMachine
 from parley.client.profile import COULD_NOT_DECRYPT, PLACEHOLDER_STATES, Profile, StoredMessage
 from parley.core import handles, trust
@@ -97,7 +97,16 @@ class Unreadable:
     reason: str
 
 
-Event = Received | StateChanged | Unreadable
+@dataclass(frozen=True)
+class VerificationStep:
+    """A step of a SAS comparison arrived from another device (see ``parley.client.sas``)."""
+
+    sender_handle: str
+    sender_device: str
+    content: Verification
+
+
+Event = Received | StateChanged | Unreadable | VerificationStep
 
 
 def conversation_key(participants: set[str]) -> str:
@@ -123,6 +132,9 @@ class Device:
         self.olm = OlmMachine.load(profile, clock)
         self.trust = TrustBook(profile, self.handle, clock)
         self.channel = Channel(profile, self.api, self.olm, self.trust, self.device_id, self.handle, make_id)
+
+    def new_id(self) -> str:
+        return self._make_id()
 
     # --- lifecycle ---
 
@@ -376,6 +388,10 @@ class Device:
             if envelope.kind == "control":
                 self.channel.resend_asked(envelope.sender_device, list(content.message_ids))
             return []
+        if isinstance(content, SasStart | SasMac):
+            if envelope.kind != "control":
+                return []
+            return [VerificationStep(envelope.sender_handle, envelope.sender_device, content)]
         own = envelope.sender_account == self.account_id
         participants = set(content.to) if own else (set(content.to) | {envelope.sender_handle}) - {self.handle}
         message = StoredMessage(

@@ -83,3 +83,16 @@ def test_verify_key_change_notice_and_hold(cli: Cli, server: ServerProcess, tmp_
     assert cli.run("config", "--profile", "alice-phone", "hold-on-key-change", "off").stdout.strip() == (
         "hold-on-key-change: off"
     )
+
+
+def test_sas_verification_between_two_terminals(cli: Cli, server: ServerProcess) -> None:
+    register_everyone(cli, server)
+    alice = cli.popen("verify", "--profile", "alice-phone", "--sas", "--yes", "--timeout", "20", BOB)
+    bob = cli.popen("verify", "--profile", "bob", "--sas", "--yes", "--timeout", "20", ALICE)
+    alice_out, alice_err = alice.communicate(timeout=30)
+    bob_out, bob_err = bob.communicate(timeout=30)
+    assert alice.returncode == 0 and bob.returncode == 0, (alice_err, bob_err)
+    emoji = [line for line in alice_out.splitlines() if line.startswith("  ")]
+    assert len(emoji) == 2 and emoji == [line for line in bob_out.splitlines() if line.startswith("  ")]
+    assert f"Verified tel:{BOB}" in alice_out and f"Verified tel:{ALICE}" in bob_out
+    assert "verified" in cli.run("lookup", "--profile", "bob", ALICE).stdout

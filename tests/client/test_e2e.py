@@ -4,6 +4,8 @@ healing by resend, replays and tampering."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import msgspec
@@ -12,7 +14,9 @@ import pytest
 from parley.client.content import ResendRequest, encode_content
 from parley.client.device import Device, Received, Unreadable
 from parley.client.profile import COULD_NOT_DECRYPT
+from parley.client.sas import Shown, verify_by_sas
 from parley.core import trust
+from parley.errors import UsageError
 from parley.wire import Envelope, Sealed, frame_encode, sealed_decoder
 from tests.conftest import ServerProcess
 
@@ -177,3 +181,37 @@ async def test_a_device_added_later_cannot_pull_old_messages(server: ServerProce
     assert await tablet.sync() == []  # refused: the tablet was never a target of it
     for device in (alice, bob, tablet):
         await device.close()
+
+
+async def test_sas_emoji_comparison_verifies_both_sides(server: ServerProcess, parley_home: Path) -> None:
+    alice = await Device.register(server.url, ALICE, "alice")
+    bob = await Device.register(server.url, BOB, "bob")
+    seen: dict[str, Shown] = {}
+
+    def confirm_as(name: str) -> Callable[[Shown], Awaitable[bool]]:
+        async def confirm(shown: Shown) -> bool:
+            seen[name] = shown
+            return True
+
+        return confirm
+
+    verified = await asyncio.gather(
+        verify_by_sas(alice, BOB, confirm_as("alice"), timeout_s=20, poll_s=0.1),
+        verify_by_sas(bob, ALICE, confirm_as("bob"), timeout_s=20, poll_s=0.1),
+    )
+    assert seen["alice"] == seen["bob"] and len(seen["alice"].emoji) == 7
+    assert [k.device_id for k in verified[0]] == [bob.device_id]
+    assert alice.trust.status(f"tel:{BOB}") is trust.Status.VERIFIED
+    assert bob.trust.status(f"tel:{ALICE}") is trust.Status.VERIFIED
+
+    async def says_no(shown: Shown) -> bool:
+        return False
+
+    refused = await asyncio.gather(
+        verify_by_sas(alice, BOB, says_no, timeout_s=5, poll_s=0.1),
+        verify_by_sas(bob, ALICE, says_no, timeout_s=5, poll_s=0.1),
+        return_exceptions=True,
+    )
+    assert [type(r) for r in refused] == [UsageError, UsageError]
+    await alice.close()
+    await bob.close()

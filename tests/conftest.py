@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 import vodozemac
 
-from parley.core import keys
+from parley.client.olm import register_request
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -138,22 +139,6 @@ def cli(tmp_path: Path) -> Cli:
 
 def registration_keys(one_time: int = 5, account: vodozemac.Account | None = None) -> dict[str, Any]:
     """The key fields of a ``RegisterRequest`` (JSON), made and signed as a device does."""
-    account = account or vodozemac.Account()
-    identity = account.curve25519_key.to_base64()
-    signing = account.ed25519_key.to_base64()
-    account.generate_one_time_keys(one_time)
-    account.generate_fallback_key()  # type: ignore[attr-defined]
-
-    def signed(purpose: str, key_id: str, key: vodozemac.Curve25519PublicKey) -> dict[str, str]:
-        text = key.to_base64()
-        signature = account.sign(keys.prekey_message(purpose, key_id, text)).to_base64()
-        return {"key_id": key_id, "key": text, "signature": signature}
-
-    fallback_id, fallback_key = next(iter(account.fallback_key.items()))  # type: ignore[attr-defined]
-    return {
-        "identity_key": identity,
-        "signing_key": signing,
-        "signature": account.sign(keys.identity_message(identity, signing)).to_base64(),
-        "one_time_keys": [signed(keys.ONE_TIME, i, k) for i, k in account.one_time_keys.items()],
-        "fallback_key": signed(keys.FALLBACK, fallback_id, fallback_key),
-    }
+    request = register_request(account or vodozemac.Account(), "tel:+1", "0", "x", one_time)
+    fields: dict[str, Any] = msgspec.to_builtins(request)
+    return {k: v for k, v in fields.items() if k not in ("handle", "code", "device_name")}

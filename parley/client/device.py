@@ -31,7 +31,7 @@ from parley.client.api import ServerApi, ws_url
 from parley.client.channel import Channel
 from parley.client.contacts import TrustBook, device_keys
 from parley.client.content import ResendRequest, SasMac, SasStart, Text, Verification, encode_content
-from parley.client.olm import ONE_TIME_KEYS_TARGET, OlmMachine
+from parley.client.olm import OlmMachine, register_request
 from parley.client.profile import COULD_NOT_DECRYPT, PLACEHOLDER_STATES, Profile, StoredMessage
 from parley.core import handles, trust
 from parley.errors import (
@@ -53,7 +53,6 @@ from parley.wire import (
     Envelope,
     Hello,
     LookupResult,
-    RegisterRequest,
     WsClose,
     frame_encode,
     receipt_decoder,
@@ -182,17 +181,7 @@ class Device:
             name = device_name or f"{profile_name} on {socket.gethostname()}"
             profile = Profile.create(profile_name)
             olm = OlmMachine.create(profile, wall_clock_ms)
-            prekeys = olm.prekeys(ONE_TIME_KEYS_TARGET, new_fallback=True)
-            request = RegisterRequest(
-                handle=handle,
-                code=code,
-                device_name=name[:64],
-                identity_key=olm.identity_key,
-                signing_key=olm.signing_key,
-                signature=olm.identity_signature(),
-                one_time_keys=prekeys.one_time_keys,
-                fallback_key=prekeys.fallback_key,
-            )
+            request = register_request(olm.account, handle, code, name[:64])
             try:
                 registered = await api.register(request)
             except BaseException:

@@ -21,7 +21,17 @@ import vodozemac
 from parley.client.profile import Profile
 from parley.core import keys
 from parley.errors import DecryptFailed, ProfileError, ProtocolError
-from parley.wire import ClaimedKey, DeviceInfo, KeyUpload, Sealed, SignedKey, frame_encode, sealed_decoder
+from parley.wire import (
+    MAX_KEYS_PER_UPLOAD,
+    ClaimedKey,
+    DeviceInfo,
+    KeyUpload,
+    RegisterRequest,
+    Sealed,
+    SignedKey,
+    frame_encode,
+    sealed_decoder,
+)
 
 ACCOUNT_SETTING = "olm_account"
 SESSIONS_PER_PEER = 5
@@ -29,6 +39,49 @@ SESSIONS_PER_PEER = 5
 # claimed but whose first message has not arrived yet.
 ONE_TIME_KEYS_TARGET = 40
 ONE_TIME_KEYS_LOW = 10
+
+
+def identity_signature(account: vodozemac.Account) -> str:
+    identity, signing = account.curve25519_key.to_base64(), account.ed25519_key.to_base64()
+    return account.sign(keys.identity_message(identity, signing)).to_base64()
+
+
+def signed_prekeys(account: vodozemac.Account, one_time: int, new_fallback: bool) -> KeyUpload:
+    """Generate and sign one-time keys (and a fallback key) on ``account``; return every
+    unpublished one, as the server takes them."""
+    if one_time > 0:
+        account.generate_one_time_keys(one_time)
+    if new_fallback:
+        account.generate_fallback_key()  # type: ignore[attr-defined]  # missing from the stubs
+
+    def signed(purpose: str, key_id: str, key: vodozemac.Curve25519PublicKey) -> SignedKey:
+        text = key.to_base64()
+        return SignedKey(key_id, text, account.sign(keys.prekey_message(purpose, key_id, text)).to_base64())
+
+    unpublished: dict[str, vodozemac.Curve25519PublicKey] = account.fallback_key  # type: ignore[attr-defined]
+    fallback = next(iter(unpublished.items()), None)
+    return KeyUpload(
+        one_time_keys=[signed(keys.ONE_TIME, i, k) for i, k in account.one_time_keys.items()][:MAX_KEYS_PER_UPLOAD],
+        fallback_key=signed(keys.FALLBACK, *fallback) if fallback else None,
+    )
+
+
+def register_request(
+    account: vodozemac.Account, handle: str, code: str, device_name: str, one_time: int = ONE_TIME_KEYS_TARGET
+) -> RegisterRequest:
+    """A registration for the device that owns ``account``, with its keys signed (the
+    caller marks them published once the server accepted them)."""
+    prekeys = signed_prekeys(account, one_time, new_fallback=True)
+    return RegisterRequest(
+        handle=handle,
+        code=code,
+        device_name=device_name,
+        identity_key=account.curve25519_key.to_base64(),
+        signing_key=account.ed25519_key.to_base64(),
+        signature=identity_signature(account),
+        one_time_keys=prekeys.one_time_keys,
+        fallback_key=prekeys.fallback_key,
+    )
 
 
 class OlmMachine:
@@ -48,6 +101,10 @@ class OlmMachine:
         account = vodozemac.Account()
         profile.set_many({ACCOUNT_SETTING: account.pickle(key)})
         return cls(profile, account, clock)
+
+    @property
+    def account(self) -> vodozemac.Account:
+        return self._account
 
     @classmethod
     def load(cls, profile: Profile, clock: Callable[[], int]) -> OlmMachine:
@@ -71,34 +128,19 @@ class OlmMachine:
         return self._account.ed25519_key.to_base64()
 
     def identity_signature(self) -> str:
-        return self._account.sign(keys.identity_message(self.identity_key, self.signing_key)).to_base64()
+        return identity_signature(self._account)
 
     def prekeys(self, one_time: int, new_fallback: bool) -> KeyUpload:
         """Keys to upload: ``one_time`` fresh one-time keys (plus any generated earlier and
         not yet published), and a new fallback key if asked. Call :meth:`published` once
         the server has them."""
-        if one_time > 0:
-            self._account.generate_one_time_keys(one_time)
-        if new_fallback:
-            self._account.generate_fallback_key()  # type: ignore[attr-defined]  # missing from the stubs
+        upload = signed_prekeys(self._account, one_time, new_fallback)
         self._save_account()
-        signed = [
-            self._signed(keys.ONE_TIME, key_id, key.to_base64()) for key_id, key in self._account.one_time_keys.items()
-        ]
-        unpublished: dict[str, vodozemac.Curve25519PublicKey] = self._account.fallback_key  # type: ignore[attr-defined]
-        fallback = next(iter(unpublished.items()), None)
-        return KeyUpload(
-            one_time_keys=signed[: ONE_TIME_KEYS_TARGET * 2],
-            fallback_key=self._signed(keys.FALLBACK, fallback[0], fallback[1].to_base64()) if fallback else None,
-        )
+        return upload
 
     def published(self) -> None:
         self._account.mark_keys_as_published()
         self._save_account()
-
-    def _signed(self, purpose: str, key_id: str, key: str) -> SignedKey:
-        signature = self._account.sign(keys.prekey_message(purpose, key_id, key)).to_base64()
-        return SignedKey(key_id=key_id, key=key, signature=signature)
 
     # --- the codec ---
 

@@ -26,7 +26,6 @@ MAX_ENVELOPES: Final = (MAX_RECIPIENTS + 1) * MAX_DEVICES_PER_ACCOUNT
 MAX_HANDLE_CHARS: Final = 320  # the longest e-mail address RFC 5321 allows
 MAX_ID_CHARS: Final = 64
 MAX_DEVICE_NAME_CHARS: Final = 64
-MAX_KEY_CHARS: Final = 128
 MAX_FETCH: Final = 1000
 MAX_KEYS_PER_UPLOAD: Final = 100  # one-time keys in one upload
 MAX_KEYS_HELD: Final = 100  # one-time keys the server keeps for one device
@@ -39,7 +38,6 @@ Handle = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_HANDLE_CHARS)]
 # either way they are short printable tokens, never free text.
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_CHARS, pattern=r"^[A-Za-z0-9_.:-]+$")]
 Body = Annotated[bytes, msgspec.Meta(max_length=MAX_BODY_BYTES)]
-Key = Annotated[str, msgspec.Meta(max_length=MAX_KEY_CHARS)]
 # Public keys are 32 bytes (Curve25519 or Ed25519), signatures 64 bytes (Ed25519), both in
 # unpadded base64 as vodozemac writes them. The lengths are checked where bytes arrive;
 # that they decode and that signatures verify is checked by ``parley.core.keys``.

@@ -5,11 +5,14 @@ healing by resend, replays and tampering."""
 from __future__ import annotations
 
 import asyncio
+import os
+import stat
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import msgspec
 import pytest
+import vodozemac
 
 from parley.client.content import ResendRequest, encode_content
 from parley.client.device import Device, Received, Unreadable
@@ -33,6 +36,13 @@ def texts(events: list[object]) -> list[str]:
 async def test_bodies_are_sealed_and_sessions_survive_restarts(server: ServerProcess, parley_home: Path) -> None:
     alice = await Device.register(server.url, ALICE, "alice")
     bob = await Device.register(server.url, BOB, "bob")
+    # Keys at rest: pickles encrypted under a private 32-byte key file.
+    key_file = parley_home / "alice" / "pickle.key"
+    assert stat.S_IMODE(os.stat(key_file).st_mode) == 0o600 and len(key_file.read_bytes()) == 32
+    pickled = alice.profile.require("olm_account")
+    assert alice.olm.identity_key not in pickled and alice.olm.signing_key not in pickled
+    with pytest.raises(vodozemac.PickleException):
+        vodozemac.Account.from_pickle(pickled, bytes(32))
     await alice.send_text([BOB], "first secret")
     page = await bob.api.fetch()
     body = page.envelopes[0].body

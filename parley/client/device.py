@@ -31,7 +31,7 @@ from parley.client.api import ServerApi, ws_url
 from parley.client.channel import Channel
 from parley.client.contacts import TrustBook, device_keys
 from parley.client.content import ResendRequest, SasMac, SasStart, Text, Verification, encode_content
-from parley.client.olm import OlmMachine, register_request
+from parley.client.olm import OlmMachine
 from parley.client.profile import COULD_NOT_DECRYPT, PLACEHOLDER_STATES, Profile, StoredMessage
 from parley.core import handles, trust
 from parley.errors import (
@@ -181,7 +181,7 @@ class Device:
             name = device_name or f"{profile_name} on {socket.gethostname()}"
             profile = Profile.create(profile_name)
             olm = OlmMachine.create(profile, wall_clock_ms)
-            request = register_request(olm.account, handle, code, name[:64])
+            request = olm.register_request(handle, code, name[:64])
             try:
                 registered = await api.register(request)
             except BaseException:

@@ -91,7 +91,6 @@ class OlmMachine:
         self._account = account
         self._key = profile.pickle_key()
         self._clock = clock
-        self._sessions: dict[str, list[vodozemac.Session]] = {}  # peer key -> newest first
         self._stale: set[str] = set()  # peers whose sessions failed: seal only with a new one
         self.one_time_keys_used = 0  # inbound sessions started since this process began
 
@@ -101,10 +100,6 @@ class OlmMachine:
         account = vodozemac.Account()
         profile.set_many({ACCOUNT_SETTING: account.pickle(key)})
         return cls(profile, account, clock)
-
-    @property
-    def account(self) -> vodozemac.Account:
-        return self._account
 
     @classmethod
     def load(cls, profile: Profile, clock: Callable[[], int]) -> OlmMachine:
@@ -130,17 +125,30 @@ class OlmMachine:
     def identity_signature(self) -> str:
         return identity_signature(self._account)
 
+    def register_request(self, handle: str, code: str, device_name: str) -> RegisterRequest:
+        """This device's registration, its keys signed and saved (call :meth:`published`
+        once the server accepted it)."""
+        with self._profile.batch():
+            self._reload_account()
+            request = register_request(self._account, handle, code, device_name)
+            self._save_account()
+        return request
+
     def prekeys(self, one_time: int, new_fallback: bool) -> KeyUpload:
         """Keys to upload: ``one_time`` fresh one-time keys (plus any generated earlier and
         not yet published), and a new fallback key if asked. Call :meth:`published` once
         the server has them."""
-        upload = signed_prekeys(self._account, one_time, new_fallback)
-        self._save_account()
+        with self._profile.batch():
+            self._reload_account()
+            upload = signed_prekeys(self._account, one_time, new_fallback)
+            self._save_account()
         return upload
 
     def published(self) -> None:
-        self._account.mark_keys_as_published()
-        self._save_account()
+        with self._profile.batch():
+            self._reload_account()
+            self._account.mark_keys_as_published()
+            self._save_account()
 
     # --- the codec ---
 
@@ -190,6 +198,7 @@ class OlmMachine:
             return plaintext
         if pre_key is None:
             raise DecryptFailed("no session with the sender's device opens it")
+        self._reload_account()
         try:
             peer = vodozemac.Curve25519PublicKey.from_base64(sender.identity_key)
             session, plaintext = self._account.create_inbound_session(peer, pre_key)
@@ -207,33 +216,38 @@ class OlmMachine:
 
     # --- persistence ---
 
+    # Sessions and the account are read from the database at each use, inside the caller's
+    # transaction (BEGIN IMMEDIATE), never cached: `parley watch` and `parley send` may
+    # run on one profile at once, and each must step the ratchet the other last saved.
+
     def _peer(self, peer_key: str) -> list[vodozemac.Session]:
-        sessions = self._sessions.get(peer_key)
-        if sessions is None:
-            rows = self._db.execute(
-                "SELECT pickle FROM olm_sessions WHERE peer_key = ? ORDER BY used_ms DESC, rowid DESC", (peer_key,)
-            ).fetchall()
-            sessions = []
-            for (pickled,) in rows:
-                try:
-                    sessions.append(vodozemac.Session.from_pickle(pickled, self._key))
-                except vodozemac.PickleException:
-                    continue  # a damaged session: the peer's next message heals it by a resend
-            self._sessions[peer_key] = sessions
+        """The sessions with a peer device, the one used last first."""
+        rows = self._db.execute(
+            "SELECT pickle FROM olm_sessions WHERE peer_key = ? ORDER BY used_ms DESC, rowid DESC", (peer_key,)
+        ).fetchall()
+        sessions = []
+        for (pickled,) in rows:
+            try:
+                sessions.append(vodozemac.Session.from_pickle(pickled, self._key))
+            except vodozemac.PickleException:
+                continue  # a damaged session: the peer's next message heals it by a resend
         return sessions
 
     def _remember(self, peer_key: str, session: vodozemac.Session) -> None:
-        sessions = [s for s in self._peer(peer_key) if s.session_id != session.session_id]
-        dropped = sessions[SESSIONS_PER_PEER - 1 :]
-        self._sessions[peer_key] = [session, *sessions[: SESSIONS_PER_PEER - 1]]
         self._db.execute(
             "INSERT OR REPLACE INTO olm_sessions VALUES (?, ?, ?, ?)",
             (peer_key, session.session_id, session.pickle(self._key), self._clock()),
         )
-        for old in dropped:
-            self._db.execute(
-                "DELETE FROM olm_sessions WHERE peer_key = ? AND session_id = ?", (peer_key, old.session_id)
-            )
+        self._db.execute(
+            "DELETE FROM olm_sessions WHERE peer_key = ? AND session_id NOT IN (SELECT session_id FROM olm_sessions"
+            " WHERE peer_key = ? ORDER BY used_ms DESC, rowid DESC LIMIT ?)",
+            (peer_key, peer_key, SESSIONS_PER_PEER),
+        )
+
+    def _reload_account(self) -> None:
+        pickled = self._profile.get(ACCOUNT_SETTING)
+        if pickled is not None:
+            self._account = vodozemac.Account.from_pickle(pickled, self._key)
 
     def _save_account(self) -> None:
         self._profile.set_many({ACCOUNT_SETTING: self._account.pickle(self._key)})

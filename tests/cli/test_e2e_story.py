@@ -4,6 +4,7 @@ process: afterwards, not one byte of any message text is in the server's data fo
 
 from __future__ import annotations
 
+import json
 import signal
 from pathlib import Path
 
@@ -96,3 +97,25 @@ def test_sas_verification_between_two_terminals(cli: Cli, server: ServerProcess)
     assert len(emoji) == 2 and emoji == [line for line in bob_out.splitlines() if line.startswith("  ")]
     assert f"Verified tel:{BOB}" in alice_out and f"Verified tel:{ALICE}" in bob_out
     assert "verified" in cli.run("lookup", "--profile", "bob", ALICE).stdout
+
+
+def test_watch_and_send_share_one_profile(cli: Cli, server: ServerProcess) -> None:
+    # `parley watch` in one terminal, `parley send` in another, on the same device: each
+    # process steps the ratchet the other saved last, so nothing becomes undecryptable.
+    register_everyone(cli, server)
+    cli.run("send", "--profile", "alice-phone", BOB, "hello")
+    with cli.popen("watch", "--profile", "bob", "--json") as watcher:
+        try:
+            assert watcher.stdout is not None
+            assert json.loads(watcher.stdout.readline())["text"] == "hello"
+            for n in range(3):
+                cli.run("send", "--profile", "bob", ALICE, f"from bob {n}")
+                cli.run("inbox", "--profile", "alice-phone")
+                cli.run("send", "--profile", "alice-phone", BOB, f"from alice {n}")
+                event = json.loads(watcher.stdout.readline())
+                while event["event"] != "message" or event["direction"] != "in":
+                    event = json.loads(watcher.stdout.readline())
+                assert event["text"] == f"from alice {n}", event
+        finally:
+            watcher.send_signal(signal.SIGINT)
+            watcher.wait(timeout=10)

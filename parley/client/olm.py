@@ -153,7 +153,10 @@ class OlmMachine:
     # --- the codec ---
 
     def needs_session(self, device: DeviceInfo) -> bool:
-        return device.identity_key in self._stale or not self._peer(device.identity_key)
+        if device.identity_key in self._stale:
+            return True
+        row = self._db.execute("SELECT 1 FROM olm_sessions WHERE peer_key = ? LIMIT 1", (device.identity_key,))
+        return row.fetchone() is None
 
     def start_session(self, device: DeviceInfo, claimed: ClaimedKey) -> None:
         purpose = keys.FALLBACK if claimed.fallback else keys.ONE_TIME
@@ -171,7 +174,7 @@ class OlmMachine:
         self._remember(device.identity_key, session)
 
     def seal(self, device: DeviceInfo, plaintext: bytes) -> bytes:
-        sessions = self._peer(device.identity_key)
+        sessions = self._peer(device.identity_key, limit=1)
         if not sessions:
             raise ProtocolError(f"no session with device {device.device_id}; claim a key first")
         session = sessions[0]
@@ -220,10 +223,11 @@ class OlmMachine:
     # transaction (BEGIN IMMEDIATE), never cached: `parley watch` and `parley send` may
     # run on one profile at once, and each must step the ratchet the other last saved.
 
-    def _peer(self, peer_key: str) -> list[vodozemac.Session]:
+    def _peer(self, peer_key: str, limit: int = SESSIONS_PER_PEER) -> list[vodozemac.Session]:
         """The sessions with a peer device, the one used last first."""
         rows = self._db.execute(
-            "SELECT pickle FROM olm_sessions WHERE peer_key = ? ORDER BY used_ms DESC, rowid DESC", (peer_key,)
+            "SELECT pickle FROM olm_sessions WHERE peer_key = ? ORDER BY used_ms DESC, rowid DESC LIMIT ?",
+            (peer_key, limit),
         ).fetchall()
         sessions = []
         for (pickled,) in rows:

@@ -7,6 +7,7 @@
     │   └── UsageError          a command was asked for something it cannot do
     └── RemoteError             the other side said no, or broke the protocol
         ├── ProtocolError       bytes from the peer that do not decode or validate
+    ├── DecryptFailed       an end-to-end body that does not decode, authenticate or decrypt
         ├── Unreachable         the server could not be reached at all
         └── Rejected            the server answered with an error code
             ├── StaleDevices    the send named the wrong device set (carries the diff)
@@ -47,6 +48,12 @@ class RemoteError(ParleyError):
 
 class ProtocolError(RemoteError):
     """The peer sent something that does not decode or validate."""
+
+
+class DecryptFailed(RemoteError):
+    """An envelope body that is not a well-formed Olm message, was tampered with, or
+    belongs to a session this device does not have. The device shows "could not
+    decrypt" and asks the sender's device to send it again; it never crashes."""
 
 
 class Unreachable(RemoteError):

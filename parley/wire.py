@@ -26,10 +26,12 @@ MAX_ENVELOPES: Final = (MAX_RECIPIENTS + 1) * MAX_DEVICES_PER_ACCOUNT
 MAX_HANDLE_CHARS: Final = 320  # the longest e-mail address RFC 5321 allows
 MAX_ID_CHARS: Final = 64
 MAX_DEVICE_NAME_CHARS: Final = 64
-MAX_KEY_CHARS: Final = 128
 MAX_FETCH: Final = 1000
 MAX_SMS_CHARS: Final = 1600  # over ten parts in any coding: sms_text says exactly
 MAX_FALLBACK_S: Final = 7 * 86_400
+MAX_KEYS_PER_UPLOAD: Final = 100  # one-time keys in one upload
+MAX_KEYS_HELD: Final = 100  # one-time keys the server keeps for one device
+MAX_CLAIMS: Final = MAX_ENVELOPES  # devices in one key claim
 # The largest request or frame: every envelope of a send at full size, plus framing.
 MAX_FRAME_BYTES: Final = 4 * 1024 * 1024
 
@@ -38,7 +40,13 @@ Handle = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_HANDLE_CHARS)]
 # either way they are short printable tokens, never free text.
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_CHARS, pattern=r"^[A-Za-z0-9_.:-]+$")]
 Body = Annotated[bytes, msgspec.Meta(max_length=MAX_BODY_BYTES)]
-Key = Annotated[str, msgspec.Meta(max_length=MAX_KEY_CHARS)]
+# Public keys are 32 bytes (Curve25519 or Ed25519), signatures 64 bytes (Ed25519), both in
+# unpadded base64 as vodozemac writes them. The lengths are checked where bytes arrive;
+# that they decode and that signatures verify is checked by ``parley.core.keys``.
+PublicKey = Annotated[str, msgspec.Meta(min_length=43, max_length=43, pattern=r"^[A-Za-z0-9+/]+$")]
+Signature = Annotated[str, msgspec.Meta(min_length=86, max_length=86, pattern=r"^[A-Za-z0-9+/]+$")]
+InboxKey = Annotated[str, msgspec.Meta(max_length=43, pattern=r"^[A-Za-z0-9+/]*$")]  # "" if none
+KeyId = Annotated[str, msgspec.Meta(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9+/=_-]+$")]
 Code = Annotated[str, msgspec.Meta(min_length=1, max_length=16)]
 Seq = Annotated[int, msgspec.Meta(ge=0)]
 T = TypeVar("T")
@@ -59,6 +67,8 @@ class ErrorCode:
     NOT_ON_PARLEY: Final = "not_on_parley"
     TOO_MANY_DEVICES: Final = "too_many_devices"
     TOO_LARGE: Final = "too_large"
+    BAD_KEYS: Final = "bad_keys"  # a key that does not decode, or a signature that does not verify
+    TOO_MANY_KEYS: Final = "too_many_keys"
     UNAVAILABLE: Final = "unavailable"
     # The carrier path (SMS).
     NOT_SMS_CAPABLE: Final = "not_sms_capable"  # the number cannot receive SMS
@@ -124,14 +134,31 @@ class CodeSent(Struct, frozen=True):
     expires_in_s: int
 
 
+class SignedKey(Struct, frozen=True):
+    """A one-time or fallback Curve25519 key, signed by its device's Ed25519 key."""
+
+    key_id: KeyId
+    key: PublicKey
+    signature: Signature
+
+
 class RegisterRequest(Struct, frozen=True):
+    """A new device: the code that proves the handle, and the device's public keys.
+
+    ``signature`` is the device's Ed25519 signature over its identity key (see
+    ``parley.core.keys``): the server stores nothing unless every signature verifies.
+    """
+
     handle: Handle
     code: Code
     device_name: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_DEVICE_NAME_CHARS)]
-    identity_key: Key = ""  # filled in by the encryption layer
-    signing_key: Key = ""
+    identity_key: PublicKey  # Curve25519: what senders encrypt to
+    signing_key: PublicKey  # Ed25519: signs the identity key and every one-time key
+    signature: Signature
+    one_time_keys: Annotated[list[SignedKey], msgspec.Meta(max_length=MAX_KEYS_PER_UPLOAD)] = []
+    fallback_key: SignedKey | None = None
     # --- carrier path: the device's Curve25519 key that inbound SMS is sealed to ---
-    inbox_key: Key = ""
+    inbox_key: InboxKey = ""
 
 
 class Registered(Struct, frozen=True):
@@ -153,6 +180,40 @@ class DeviceList(Struct, frozen=True):
     account_id: str
     handles: list[str]
     devices: list[DeviceInfo]
+
+
+# --- keys ---------------------------------------------------------------------------
+
+
+class KeyUpload(Struct, frozen=True):
+    """More one-time keys, and optionally a new fallback key (it replaces the old one)."""
+
+    one_time_keys: Annotated[list[SignedKey], msgspec.Meta(max_length=MAX_KEYS_PER_UPLOAD)] = []
+    fallback_key: SignedKey | None = None
+
+
+class KeyCount(Struct, frozen=True):
+    one_time_keys: int  # unclaimed one-time keys the server holds for this device
+    fallback_key: bool
+
+
+class ClaimRequest(Struct, frozen=True):
+    device_ids: Annotated[list[Id], msgspec.Meta(min_length=1, max_length=MAX_CLAIMS)]
+
+
+class ClaimedKey(Struct, frozen=True):
+    """A key to start an Olm session with: a one-time key (handed out once) or, when
+    those ran out, the device's fallback key (``fallback`` is true)."""
+
+    device_id: str
+    key_id: str
+    key: str
+    signature: str
+    fallback: bool = False
+
+
+class ClaimResponse(Struct, frozen=True):
+    keys: list[ClaimedKey]  # one per device that has a key left, in the order asked
 
 
 # --- directory --------------------------------------------------------------------------
@@ -196,6 +257,10 @@ class SendRequest(Struct, frozen=True):
     recipients: Annotated[list[Handle], msgspec.Meta(min_length=1, max_length=MAX_RECIPIENTS)]
     envelopes: Annotated[list[OutEnvelope], msgspec.Meta(max_length=MAX_ENVELOPES)]
     fallback_s: Annotated[int, msgspec.Meta(ge=0, le=MAX_FALLBACK_S)] | None = None
+    # "control": device-to-device traffic (a resend request, a resent message) that goes
+    # to the named devices only; each must be a current device of a recipient or of the
+    # sender's account. It makes no "delivered" receipt.
+    kind: SendKind = "message"
 
 
 class SendAccepted(Struct, frozen=True):
@@ -204,7 +269,8 @@ class SendAccepted(Struct, frozen=True):
 
 
 # "fallback", "sms_status" and "sms" are the carrier path's (see below).
-EnvelopeKind = Literal["message", "delivered", "fallback", "sms_status", "sms"]
+EnvelopeKind = Literal["message", "delivered", "control", "fallback", "sms_status", "sms"]
+SendKind = Literal["message", "control"]
 
 
 class Envelope(Struct, frozen=True):
@@ -212,8 +278,9 @@ class Envelope(Struct, frozen=True):
 
     ``seq`` grows with every envelope the server stores, so a device acks "everything up
     to seq N" and resumes after it. ``kind`` is ``"message"`` for a body written by the
-    sending device (opaque to the server) and ``"delivered"`` for a receipt the server
-    writes when a recipient device acks (``body`` is a MessagePack
+    sending device (opaque to the server: a MessagePack :class:`Sealed`), ``"control"``
+    for device-to-device traffic (also sealed), and ``"delivered"`` for a receipt the
+    server writes when a recipient device acks (``body`` is a MessagePack
     :class:`DeliveryReceipt`). The carrier path adds ``"fallback"`` (:class:`FallbackDue`),
     ``"sms_status"`` (:class:`SmsStatus`) and ``"sms"`` (a :class:`SealedSms`).
     """
@@ -226,6 +293,20 @@ class Envelope(Struct, frozen=True):
     sender_handle: str
     sent_at_ms: int
     body: bytes
+
+
+class Sealed(Struct, frozen=True):
+    """An end-to-end encrypted body, as one device writes it for another.
+
+    The server never decodes it. ``scheme`` names the cipher: ``"olm"`` (a pairwise Olm
+    session; ``type`` 0 is a pre-key message that starts a session, 1 a normal one). A
+    later ``"megolm"`` scheme for groups names its session in ``session_id``.
+    """
+
+    scheme: Literal["olm"]
+    type: int
+    data: bytes
+    session_id: str = ""
 
 
 class DeliveryReceipt(Struct, frozen=True):
@@ -399,6 +480,7 @@ fallback_decoder = msgspec.msgpack.Decoder(FallbackDue)
 sms_status_decoder = msgspec.msgpack.Decoder(SmsStatus)
 sealed_sms_decoder = msgspec.msgpack.Decoder(SealedSms)
 inbound_sms_decoder = msgspec.msgpack.Decoder(InboundSms)
+sealed_decoder = msgspec.msgpack.Decoder(Sealed)
 
 
 def json_decoder(kind: type[T]) -> msgspec.json.Decoder[T]:

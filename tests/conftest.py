@@ -15,7 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
+import vodozemac
+
+from parley.client.olm import register_request
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -131,3 +135,10 @@ class Cli:
 @pytest.fixture
 def cli(tmp_path: Path) -> Cli:
     return Cli(tmp_path / "home")
+
+
+def registration_keys(one_time: int = 5, account: vodozemac.Account | None = None) -> dict[str, Any]:
+    """The key fields of a ``RegisterRequest`` (JSON), made and signed as a device does."""
+    request = register_request(account or vodozemac.Account(), "tel:+1", "0", "x", one_time)
+    fields: dict[str, Any] = msgspec.to_builtins(request)
+    return {k: v for k, v in fields.items() if k not in ("handle", "code", "device_name")}

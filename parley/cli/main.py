@@ -14,11 +14,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from parley.client.device import Device, Event, Received, StateChanged, Unreadable
-from parley.client.profile import StoredMessage
+from parley.client.device import Device, Event, Received, StateChanged, Unreadable, VerificationStep
+from parley.client.profile import COULD_NOT_DECRYPT, PLACEHOLDER_STATES, StoredMessage
 from parley.errors import ParleyError, UsageError
 
 STATE_LABELS = {
+    "held": "Held: safety number changed; parley verify",
     "sending": "Sending",
     "sent": "Sent",
     "delivered": "Delivered",
@@ -147,6 +148,21 @@ def build_parser() -> argparse.ArgumentParser:
     devices.add_argument("--json", action="store_true")
     devices.set_defaults(run=run_devices)
 
+    verify = commands.add_parser("verify", help="compare safety numbers with a contact, and mark them verified")
+    add_profile(verify)
+    verify.add_argument("handle", metavar="HANDLE")
+    verify.add_argument("--yes", action="store_true", help="the numbers match (you compared them): mark verified")
+    verify.add_argument("--number", help="the number the contact reads out; verified if it matches")
+    verify.add_argument("--sas", action="store_true", help="compare emoji live instead (both run it at once)")
+    verify.add_argument("--timeout", type=float, default=120.0, help="with --sas: how long to wait for the other side")
+    verify.set_defaults(run=run_verify)
+
+    config = commands.add_parser("config", help="show or change a setting of this device")
+    add_profile(config)
+    config.add_argument("setting", choices=["hold-on-key-change"])
+    config.add_argument("value", nargs="?", choices=["on", "off"])
+    config.set_defaults(run=run_config)
+
     unlink = commands.add_parser("unlink", help="remove a device from this account")
     add_profile(unlink)
     unlink.add_argument("device_id", metavar="DEVICE_ID")
@@ -223,7 +239,9 @@ def run_lookup(args: argparse.Namespace) -> int:
             if result.error:
                 print(f"{result.query}\tinvalid: {result.error}")
             elif result.on_parley:
-                print(f"{result.handle}\ton Parley\t{len(result.devices)} device(s)")
+                status = device.trust.status(result.handle).value
+                mark = {"verified": "\tverified", "changed": "\tsafety number changed"}.get(status, "")
+                print(f"{result.handle}\ton Parley\t{len(result.devices)} device(s){mark}")
             else:
                 print(f"{result.handle}\tnot on Parley (SMS)")
 
@@ -233,7 +251,14 @@ def run_lookup(args: argparse.Namespace) -> int:
 def run_send(args: argparse.Namespace) -> int:
     async def go(device: Device) -> None:
         await device.flush_outbox()
-        print(await device.send_text([args.handle], args.text, fallback_s=args.fallback))
+        message_id = await device.send_text([args.handle], args.text, fallback_s=args.fallback)
+        print(message_id)
+        if any(m.message_id == message_id and m.state == "held" for m in device.profile.outbox()):
+            print(
+                f"held: the safety number with {args.handle} changed since you verified it;"
+                f" compare again with: parley verify --profile {args.profile} {args.handle}",
+                file=sys.stderr,
+            )
 
     return with_device(args.profile, go)
 
@@ -323,6 +348,65 @@ def run_devices(args: argparse.Namespace) -> int:
     return with_device(args.profile, go)
 
 
+def run_verify(args: argparse.Namespace) -> int:
+    from parley.core import trust
+
+    async def go(device: Device) -> None:
+        if args.sas:
+            await verify_sas(device)
+            return
+        number, keys = await device.safety_number(args.handle)
+        status = device.trust.status(normalise_handle(args.handle))
+        groups = number.split()
+        print(f"Safety number with {normalise_handle(args.handle)} ({len(keys)} device(s), {status.value}):")
+        print("  " + " ".join(groups[:6]))
+        print("  " + " ".join(groups[6:]))
+        if args.number is not None:
+            if trust.normalise_number(args.number) != trust.normalise_number(number):
+                raise UsageError("the numbers differ: someone may be reading along; not verified")
+        elif not args.yes:
+            if not sys.stdin.isatty():
+                print("Compare it with your contact's, then run again with --yes (or --number DIGITS).")
+                return
+            answer = await asyncio.to_thread(input, "Does your contact see the same number? [y/N] ")
+            if answer.strip().lower() not in ("y", "yes"):
+                print("Not verified.")
+                return
+        released = await device.mark_verified(args.handle, keys)
+        print(f"Verified {normalise_handle(args.handle)}.")
+        for message_id in released:
+            print(f"{message_id}: sent (was held)")
+
+    async def verify_sas(device: Device) -> None:
+        from parley.client.sas import Shown, verify_by_sas
+
+        async def confirm(shown: Shown) -> bool:
+            print(f"Compare with what {normalise_handle(args.handle)} sees:\n  {shown}", flush=True)
+            if args.yes:
+                return True
+            if not sys.stdin.isatty():
+                raise UsageError("comparing emoji needs a person at a terminal (or --yes)")
+            answer = await asyncio.to_thread(input, "Do they match? [y/N] ")
+            return answer.strip().lower() in ("y", "yes")
+
+        print(f"Waiting for {normalise_handle(args.handle)} to run: parley verify --sas <your number>", flush=True)
+        await verify_by_sas(device, args.handle, confirm, timeout_s=args.timeout)
+        print(f"Verified {normalise_handle(args.handle)}.")
+
+    return with_device(args.profile, go)
+
+
+def run_config(args: argparse.Namespace) -> int:
+    from parley.client.contacts import HOLD_SETTING
+
+    async def go(device: Device) -> None:
+        if args.value is not None:
+            device.profile.set_many({HOLD_SETTING: args.value})
+        print(f"{args.setting}: {'on' if device.trust.hold_on_change else 'off'}")
+
+    return with_device(args.profile, go)
+
+
 def run_unlink(args: argparse.Namespace) -> int:
     async def go(device: Device) -> None:
         await device.api.unlink(args.device_id)
@@ -343,11 +427,22 @@ def with_device(profile: str, action: Callable[[Device], Awaitable[None]]) -> in
     return 0
 
 
+def normalise_handle(raw: str) -> str:
+    from parley.core.handles import normalise
+
+    return normalise(raw)
+
+
 def when(at_ms: int) -> str:
     return datetime.fromtimestamp(at_ms / 1000).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def format_message(message: StoredMessage) -> str:
+    if message.direction == "notice":
+        return f"{when(message.sent_at_ms)}  ! {message.text}"
+    if message.state in PLACEHOLDER_STATES:
+        arrow = "→" if message.direction == "out" else "←"
+        return f"{when(message.sent_at_ms)}  {arrow} {message.sender_handle}: [{COULD_NOT_DECRYPT}; asked to resend]"
     if message.direction == "out":
         label = STATE_LABELS.get(message.state, message.state)
         return f"{when(message.sent_at_ms)}  → {message.conversation}: {message.text}  [{label}]"
@@ -360,7 +455,9 @@ def format_event(event: Event) -> str:
         return format_message(event.message)
     if isinstance(event, StateChanged):
         return f"{event.message_id}: {STATE_LABELS.get(event.state, event.state)}"
-    return f"could not read a message from {event.sender_handle} ({event.message_id}): {event.reason}"
+    if isinstance(event, VerificationStep):
+        return f"{event.sender_handle} wants to compare emoji: run parley verify --sas {event.sender_handle}"
+    return f"{COULD_NOT_DECRYPT}: a message from {event.sender_handle} ({event.message_id}); asked to resend"
 
 
 def message_json(message: StoredMessage) -> dict[str, Any]:
@@ -382,8 +479,10 @@ def event_json(event: Event) -> dict[str, Any]:
         return {"event": "message", **message_json(event.message)}
     if isinstance(event, StateChanged):
         return {"event": "state", "message_id": event.message_id, "state": event.state}
+    if isinstance(event, VerificationStep):
+        return {"event": "verification", "sender": event.sender_handle, "sender_device": event.sender_device}
     assert isinstance(event, Unreadable)
-    return {"event": "unreadable", "message_id": event.message_id, "sender": event.sender_handle}
+    return {"event": "undecryptable", "message_id": event.message_id, "sender": event.sender_handle}
 
 
 def _plain(value: Any) -> Any:

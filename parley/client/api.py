@@ -11,6 +11,8 @@ from parley.errors import ProtocolError, RateLimited, Rejected, StaleDevices, Un
 from parley.wire import (
     AckRequest,
     AckResponse,
+    ClaimRequest,
+    ClaimResponse,
     CodeRequest,
     CodeSent,
     DeviceList,
@@ -18,6 +20,8 @@ from parley.wire import (
     FetchResponse,
     HandsetInbox,
     HandsetSend,
+    KeyCount,
+    KeyUpload,
     LookupRequest,
     LookupResponse,
     Registered,
@@ -75,6 +79,15 @@ class ServerApi:
 
     async def unlink(self, device_id: str) -> None:
         await self._call("DELETE", f"/v1/devices/{device_id}", None)
+
+    async def upload_keys(self, upload: KeyUpload) -> KeyCount:
+        return await self._call("POST", "/v1/keys", KeyCount, upload)
+
+    async def key_count(self) -> KeyCount:
+        return await self._call("GET", "/v1/keys", KeyCount)
+
+    async def claim_keys(self, device_ids: list[str]) -> ClaimResponse:
+        return await self._call("POST", "/v1/keys/claim", ClaimResponse, ClaimRequest(device_ids))
 
     async def lookup(self, handles: list[str]) -> LookupResponse:
         return await self._call("POST", "/v1/lookup", LookupResponse, LookupRequest(handles))

@@ -4,6 +4,11 @@ Sending is crash-safe: a message is written to the local history as "sending" be
 leaves, and sent again under the same id (which the server de-duplicates) until the
 server confirms it. Receiving is at-least-once from the server and exactly-once in the
 history: an envelope is stored before it is acked, and stored once by its id.
+
+Every body is sealed for its one target device (``parley.client.olm``); before the first
+message to a device, a key is claimed for it. A body that does not open is kept as a
+"could not decrypt" placeholder, the device starts a new session with the sender's
+device and asks it to send the message again (``parley.client.channel``).
 """
 
 from __future__ import annotations
@@ -23,14 +28,26 @@ import websockets
 from websockets.asyncio.client import connect
 
 from parley.client.api import ServerApi, ws_url
-from parley.client.codec import EnvelopeCodec, PlaintextCodec
-from parley.client.content import Text, content_decoder, encode_content
-from parley.client.profile import Profile, StoredMessage
+from parley.client.channel import Channel
+from parley.client.contacts import TrustBook, device_keys
+from parley.client.content import ResendRequest, SasMac, SasStart, Text, Verification, encode_content
+from parley.client.olm import OlmMachine
+from parley.client.profile import COULD_NOT_DECRYPT, PLACEHOLDER_STATES, Profile, StoredMessage
 from parley.client.sms import SmsHandover, new_inbox_key, open_sealed_sms, sms_route
-from parley.core import fallback, handles
-from parley.errors import ProfileError, ProtocolError, Rejected, StaleDevices, Unreachable, UsageError
+from parley.core import fallback, handles, trust
+from parley.errors import (
+    DecryptFailed,
+    ParleyError,
+    ProfileError,
+    ProtocolError,
+    Rejected,
+    StaleDevices,
+    Unreachable,
+    UsageError,
+)
 from parley.wire import (
     MAX_FRAME_BYTES,
+    MAX_LOOKUP_HANDLES,
     Ack,
     Deliver,
     DeviceInfo,
@@ -38,8 +55,6 @@ from parley.wire import (
     Hello,
     LookupResult,
     OutEnvelope,
-    RegisterRequest,
-    SendRequest,
     WsClose,
     fallback_decoder,
     frame_encode,
@@ -77,14 +92,24 @@ class StateChanged:
 
 @dataclass(frozen=True)
 class Unreadable:
-    """An envelope whose body could not be opened; it is acked and reported, not lost."""
+    """An envelope whose body could not be opened: shown as "could not decrypt", acked,
+    and asked for again from the sender's device, whose resend takes its place."""
 
     sender_handle: str
     message_id: str
     reason: str
 
 
-Event = Received | StateChanged | Unreadable
+@dataclass(frozen=True)
+class VerificationStep:
+    """A step of a SAS comparison arrived from another device (see ``parley.client.sas``)."""
+
+    sender_handle: str
+    sender_device: str
+    content: Verification
+
+
+Event = Received | StateChanged | Unreadable | VerificationStep
 
 
 def conversation_key(participants: set[str]) -> str:
@@ -95,7 +120,6 @@ class Device:
     def __init__(
         self,
         profile: Profile,
-        codec: EnvelopeCodec | None = None,
         clock: Callable[[], int] = wall_clock_ms,
         make_id: Callable[[], str] = new_message_id,
     ) -> None:
@@ -106,10 +130,15 @@ class Device:
         self.handle = profile.require("handle")
         self._credential = profile.require("credential")
         self.api = ServerApi(self.server, self._credential)
-        self._codec = codec or PlaintextCodec()
         self._clock = clock
         self._make_id = make_id
-        self._sms = SmsHandover(self.api, profile, self._other_devices, self._seal_copy)
+        self.olm = OlmMachine.load(profile, clock)
+        self.trust = TrustBook(profile, self.handle, clock)
+        self.channel = Channel(profile, self.api, self.olm, self.trust, self.device_id, self.handle, make_id)
+        self._sms = SmsHandover(self.api, profile, self._other_devices, self._seal_copies)
+
+    def new_id(self) -> str:
+        return self._make_id()
 
     # --- lifecycle ---
 
@@ -155,11 +184,16 @@ class Device:
                 else:
                     raise UsageError(f"a code was sent by SMS to {number}; run again with --code CODE")
             name = device_name or f"{profile_name} on {socket.gethostname()}"
+            profile = Profile.create(profile_name)
+            olm = OlmMachine.create(profile, wall_clock_ms)
             inbox_key, inbox_secret = new_inbox_key()  # inbound SMS are sealed to it
-            registered = await api.register(
-                RegisterRequest(handle=handle, code=code, device_name=name[:64], inbox_key=inbox_key)
-            )
-        profile = Profile.create(profile_name)
+            request = msgspec.structs.replace(olm.register_request(handle, code, name[:64]), inbox_key=inbox_key)
+            try:
+                registered = await api.register(request)
+            except BaseException:
+                profile.close()
+                raise
+            olm.published()
         profile.set_many(
             {
                 "server": api.server,
@@ -185,10 +219,34 @@ class Device:
     # --- directory ---
 
     async def lookup(self, queries: list[str]) -> list[LookupResult]:
-        return (await self.api.lookup(queries)).results
+        """Look handles up; every answer passes the trust book (key change notices)."""
+        results = (await self.api.lookup(queries)).results
+        for result in results:
+            if result.on_parley:
+                self.trust.observe(result.handle, result.devices)
+        return results
 
     async def own_devices(self) -> list[DeviceInfo]:
-        return (await self.api.devices()).devices
+        devices = (await self.api.devices()).devices
+        self.trust.observe(self.handle, devices)
+        return devices
+
+    # --- keys and verification ---
+
+    async def safety_number(self, raw_handle: str) -> tuple[str, list[trust.DeviceKeys]]:
+        """The safety number with ``raw_handle``, and the contact's keys it covers."""
+        handle = handles.normalise(raw_handle)
+        (result,) = await self.lookup([handle])
+        if not result.on_parley:
+            raise UsageError(f"{handle} is not on Parley: there are no keys to compare")
+        own = await self.own_devices()
+        theirs = device_keys(result.devices)
+        return trust.safety_number((self.handle, device_keys(own)), (handle, theirs)), theirs
+
+    async def mark_verified(self, raw_handle: str, keys: list[trust.DeviceKeys]) -> list[str]:
+        """Trust exactly ``keys`` for ``raw_handle``; send what was held; return those ids."""
+        self.trust.verify(handles.normalise(raw_handle), keys)
+        return await self.flush_outbox()
 
     # --- sending ---
 
@@ -242,8 +300,15 @@ class Device:
     async def _other_devices(self) -> list[DeviceInfo]:
         return [d for d in await self.own_devices() if d.device_id != self.device_id]
 
-    def _seal_copy(self, device: DeviceInfo, message: StoredMessage) -> bytes:
-        return self._codec.seal(device, self._plaintext(message))
+    async def _seal_copies(self, devices: list[DeviceInfo], message: StoredMessage) -> list[OutEnvelope]:
+        """The copies of an SMS this device sends, sealed for this account's other devices."""
+        return await self.channel.seal(message.message_id, devices, self._plaintext(message))
+
+    def _plaintext(self, message: StoredMessage) -> bytes:
+        content = Text(
+            to=message.recipients, text=message.text, sent_at_ms=message.sent_at_ms, message_id=message.message_id
+        )
+        return encode_content(content)
 
     async def flush_outbox(self) -> list[str]:
         """Send again what an earlier run wrote but could not confirm."""
@@ -251,29 +316,33 @@ class Device:
         for message in self.profile.outbox():
             if await self._sms_route(message.recipients, message.text):
                 await self._post_sms(message, message.recipients[0], copies=True)
-            else:
-                await self._post(message)
-            sent.append(message.message_id)
+                sent.append(message.message_id)
+            elif await self._post(message):
+                sent.append(message.message_id)
         await self.flush_sms()
         return sent
 
-    def _plaintext(self, message: StoredMessage) -> bytes:
-        return encode_content(Text(to=message.recipients, text=message.text, sent_at_ms=message.sent_at_ms))
-
-    async def _post(self, message: StoredMessage, fallback_s: int | None = None) -> None:
+    async def _post(self, message: StoredMessage, fallback_s: int | None = None) -> bool:
+        """Send a stored message; return False if it is held (a verified contact's keys
+        changed), True once the server has it."""
         plaintext = self._plaintext(message)
         for _ in range(SEND_ATTEMPTS):
             targets = await self._targets(message.recipients)
-            envelopes = [OutEnvelope(d.device_id, self._codec.seal(d, plaintext)) for d in targets]
-            request = SendRequest(
-                message_id=message.message_id, recipients=message.recipients, envelopes=envelopes, fallback_s=fallback_s
-            )
+            if any(self.trust.must_hold(h) for h in message.recipients if h != self.handle):
+                self.profile.set_state(self.device_id, message.message_id, "held")
+                return False
             try:
-                await self.api.send(request)
+                await self.channel.send_sealed(
+                    message.message_id, message.recipients, targets, plaintext, "message", fallback_s
+                )
             except StaleDevices:
                 continue  # a device came or went between lookup and send: look again
+            except Rejected as error:
+                if error.code != "not_found":  # a device vanished between lookup and claim
+                    raise
+                continue
             self.profile.advance_state([message.message_id], "sent")
-            return
+            return True
         raise Rejected("stale_devices", "the recipients' devices kept changing; try again")
 
     async def _targets(self, recipients: list[str]) -> list[DeviceInfo]:
@@ -297,21 +366,40 @@ class Device:
         while True:
             page = await self.api.fetch(after=after)
             if not page.envelopes:
-                return events
-            events.extend(self.accept(page.envelopes))
+                break
+            events.extend(await self.accept(page.envelopes))
             after = page.envelopes[-1].seq
             await self.api.ack(after)
             if not page.more:
-                await self.flush_sms()
-                return events
+                break
+        await self.flush_sms()
+        await self.channel.replenish_keys()
+        return events
 
-    def accept(self, envelopes: list[Envelope]) -> list[Event]:
-        """Store a batch of envelopes in one transaction; they may be acked after this."""
+    async def accept(self, envelopes: list[Envelope]) -> list[Event]:
+        """Open and store a batch of envelopes in one transaction (the sessions that
+        opened them commit with them); they may be acked after this. Then ask for
+        resends of what did not open, and answer resend requests."""
+        await self._learn_senders(envelopes)
         events: list[Event] = []
         with self.profile.batch():
             for envelope in envelopes:
                 events.extend(self._accept_one(envelope))
+        with contextlib.suppress(ParleyError):  # retried at the next sync or connect
+            await self.channel.heal()
+            await self.channel.replenish_if_used()
         return events
+
+    async def _learn_senders(self, envelopes: list[Envelope]) -> None:
+        """Look up the keys of sending devices this device has not seen yet."""
+        unknown = {
+            e.sender_handle
+            for e in envelopes
+            if e.kind in ("message", "control") and self.trust.device(e.sender_device) is None and e.sender_handle
+        }
+        if unknown:
+            with contextlib.suppress(ParleyError):  # their envelopes then show "could not decrypt"
+                await self.lookup(sorted(unknown)[:MAX_LOOKUP_HANDLES])
 
     def _accept_one(self, envelope: Envelope) -> list[Event]:
         if envelope.kind == "delivered":
@@ -323,15 +411,30 @@ class Device:
             return [StateChanged(message_id, "delivered") for message_id in moved]
         if envelope.kind in ("fallback", "sms_status", "sms"):
             return self._accept_carrier(envelope)
+        if envelope.kind == "control":
+            if not self.profile.first_sight_of_control(envelope.sender_device, envelope.message_id):
+                return []  # delivered again after a crash: its ratchet step is already taken
+        else:
+            stored = self.profile.get_message(envelope.sender_device, envelope.message_id)
+            if stored is not None and stored.state not in PLACEHOLDER_STATES:
+                return []  # a replay, or delivered again: shown once
         try:
-            content = content_decoder.decode(self._codec.open(envelope.sender_device, envelope.body))
-        except (msgspec.DecodeError, msgspec.ValidationError) as error:
-            return [Unreadable(envelope.sender_handle, envelope.message_id, str(error))]
+            content = self.channel.open(envelope)
+        except DecryptFailed as error:
+            return self._undecryptable(envelope, str(error))
+        if isinstance(content, ResendRequest):
+            if envelope.kind == "control":
+                self.channel.resend_asked(envelope.sender_device, list(content.message_ids))
+            return []
+        if isinstance(content, SasStart | SasMac):
+            if envelope.kind != "control":
+                return []
+            return [VerificationStep(envelope.sender_handle, envelope.sender_device, content)]
         own = envelope.sender_account == self.account_id
         participants = set(content.to) if own else (set(content.to) | {envelope.sender_handle}) - {self.handle}
         message = StoredMessage(
             sender_device=envelope.sender_device,
-            message_id=envelope.message_id,
+            message_id=content.message_id,
             conversation=conversation_key(participants),
             direction="out" if own else "in",
             sender_handle=envelope.sender_handle,
@@ -340,7 +443,26 @@ class Device:
             sent_at_ms=content.sent_at_ms,
             state="sent" if own else "received",
         )
-        return [Received(message)] if self.profile.add_message(message) else []
+        added = self.profile.fill_placeholder(message)
+        return [Received(message)] if added else []
+
+    def _undecryptable(self, envelope: Envelope, reason: str) -> list[Event]:
+        unreadable = Unreadable(envelope.sender_handle, envelope.message_id, reason)
+        if envelope.kind == "control":
+            return [unreadable]  # never ask for a resend of a resend: no loops
+        own = envelope.sender_account == self.account_id
+        placeholder = StoredMessage(
+            sender_device=envelope.sender_device,
+            message_id=envelope.message_id,
+            conversation=self.handle if own else envelope.sender_handle,
+            direction="out" if own else "in",
+            sender_handle=envelope.sender_handle,
+            recipients=[],
+            text=COULD_NOT_DECRYPT,
+            sent_at_ms=envelope.sent_at_ms,
+            state="undecryptable",
+        )
+        return [unreadable] if self.profile.add_message(placeholder) else []
 
     def _accept_carrier(self, envelope: Envelope) -> list[Event]:
         """The carrier path's envelopes: fallback notices, SMS status, inbound SMS."""
@@ -417,8 +539,9 @@ class Device:
                     if isinstance(frame, Hello):
                         for message_id in await self.flush_outbox():
                             on_event(StateChanged(message_id, "sent"))
+                        await self.channel.replenish_keys()
                     elif isinstance(frame, Deliver) and frame.envelopes:
-                        events = self.accept(frame.envelopes)
+                        events = await self.accept(frame.envelopes)
                         await ws.send(frame_encode(Ack(up_to=frame.envelopes[-1].seq)))
                         for event in events:
                             on_event(event)

@@ -1,6 +1,8 @@
-"""A device's local state: its credential and its history, in ``$PARLEY_HOME/<profile>/``.
+"""A device's local state: its credential, keys and history, in ``$PARLEY_HOME/<profile>/``.
 
-The folder is 0700 and the database 0600: the credential in it is as good as the device.
+The folder is 0700 and the files 0600: the credential in them is as good as the device.
+The Olm account and sessions are stored as vodozemac pickles, encrypted and
+authenticated under a random 32-byte key in ``pickle.key`` (0600) beside the database.
 History is keyed by (sender_device, message_id), so an envelope delivered twice (after a
 crash between storing and acking) is shown once.
 """
@@ -11,6 +13,7 @@ import contextlib
 import json
 import os
 import re
+import secrets
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,7 +29,7 @@ CREATE TABLE IF NOT EXISTS messages (
     sender_device TEXT NOT NULL,
     message_id TEXT NOT NULL,
     conversation TEXT NOT NULL,
-    direction TEXT NOT NULL CHECK (direction IN ('in', 'out')),
+    direction TEXT NOT NULL CHECK (direction IN ('in', 'out', 'notice')),
     sender_handle TEXT NOT NULL,
     recipients TEXT NOT NULL,
     text TEXT NOT NULL,
@@ -35,12 +38,41 @@ CREATE TABLE IF NOT EXISTS messages (
     PRIMARY KEY (sender_device, message_id)
 );
 CREATE INDEX IF NOT EXISTS messages_by_time ON messages(sent_at_ms);
+CREATE TABLE IF NOT EXISTS olm_sessions (
+    peer_key TEXT NOT NULL,
+    session_id TEXT NOT NULL,
+    pickle TEXT NOT NULL,
+    used_ms INTEGER NOT NULL,
+    PRIMARY KEY (peer_key, session_id)
+);
+CREATE TABLE IF NOT EXISTS devices_seen (
+    handle TEXT NOT NULL,
+    device_id TEXT NOT NULL,
+    identity_key TEXT NOT NULL,
+    signing_key TEXT NOT NULL,
+    PRIMARY KEY (handle, device_id)
+);
+CREATE INDEX IF NOT EXISTS devices_seen_by_id ON devices_seen(device_id);
+CREATE TABLE IF NOT EXISTS sent_to (
+    message_id TEXT NOT NULL,
+    device_id TEXT NOT NULL,
+    PRIMARY KEY (message_id, device_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS control_seen (
+    sender_device TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    PRIMARY KEY (sender_device, message_id)
+);
+CREATE TABLE IF NOT EXISTS verified (handle TEXT PRIMARY KEY, identity_keys TEXT NOT NULL);
 """
+PICKLE_KEY_FILE = "pickle.key"
 
-# States of a message this account sent, in the order they can only move forward. The
-# carrier path's come after "delivered": a late "delivered" never hides "Sent as SMS".
-# "sms_due": the fallback window passed and this device has yet to hand the text over.
+# States of a message this account sent, in the order they can only move forward. "held":
+# written, but not sent, because a verified contact's keys changed. The carrier path's
+# come after "delivered": a late "delivered" never hides "Sent as SMS". "sms_due": the
+# fallback window passed and this device has yet to hand the text over.
 OUT_STATES = (
+    "held",
     "sending",
     "sent",
     "delivered",
@@ -50,6 +82,10 @@ OUT_STATES = (
     "sms_delivered",
     "sms_failed",
 )
+# An incoming message that could not be decrypted is kept as a placeholder in one of these
+# states until the sender's device resends it, which fills the placeholder in.
+PLACEHOLDER_STATES = ("undecryptable", "resend_requested")
+COULD_NOT_DECRYPT = "could not decrypt"
 
 
 @dataclass(frozen=True)
@@ -118,6 +154,29 @@ class Profile:
     def close(self) -> None:
         self._db.close()
 
+    @property
+    def db(self) -> sqlite3.Connection:
+        """The connection, for the sibling modules that keep keys and trust in it."""
+        return self._db
+
+    def pickle_key(self, create: bool = False) -> bytes:
+        """The 32-byte key the Olm pickles are encrypted under, from a 0600 file."""
+        path = os.path.join(self.path, PICKLE_KEY_FILE)
+        if create and not os.path.exists(path):
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(descriptor, "wb") as file:
+                file.write(secrets.token_bytes(32))
+                file.flush()
+                os.fsync(file.fileno())
+        try:
+            with open(path, "rb") as file:
+                key = file.read()
+        except FileNotFoundError:
+            raise ProfileError(f"profile {self.name!r} has lost its key file {path}; register again") from None
+        if len(key) != 32:
+            raise ProfileError(f"profile {self.name!r} has a damaged key file {path}; register again")
+        return key
+
     # --- settings ---
 
     def get(self, key: str) -> str | None:
@@ -177,11 +236,64 @@ class Profile:
         ).fetchall()
         return [_message(row) for row in rows]
 
-    def set_state(self, message_id: str, state: str) -> None:
+    def set_out_state(self, message_id: str, state: str) -> None:
         """Set an outgoing message's state even backwards (the server said no SMS needed)."""
         self._db.execute(
             "UPDATE messages SET state = ? WHERE message_id = ? AND direction = 'out'", (state, message_id)
         )
+
+    def fill_placeholder(self, message: StoredMessage) -> bool:
+        """Put a resent message in the place of its "could not decrypt" placeholder, or
+        store it if there is none; return False if the message was already there."""
+        cursor = self._db.execute(
+            f"UPDATE messages SET conversation = ?, direction = ?, sender_handle = ?, recipients = ?, text = ?,"
+            f" sent_at_ms = ?, state = ? WHERE sender_device = ? AND message_id = ?"
+            f" AND state IN ({','.join('?' * len(PLACEHOLDER_STATES))})",
+            (
+                message.conversation,
+                message.direction,
+                message.sender_handle,
+                json.dumps(message.recipients),
+                message.text,
+                message.sent_at_ms,
+                message.state,
+                message.sender_device,
+                message.message_id,
+                *PLACEHOLDER_STATES,
+            ),
+        )
+        return cursor.rowcount > 0 or self.add_message(message)
+
+    def get_message(self, sender_device: str, message_id: str) -> StoredMessage | None:
+        row = self._db.execute(
+            "SELECT * FROM messages WHERE sender_device = ? AND message_id = ?", (sender_device, message_id)
+        ).fetchone()
+        return _message(row) if row else None
+
+    def set_state(self, sender_device: str, message_id: str, state: str) -> None:
+        self._db.execute(
+            "UPDATE messages SET state = ? WHERE sender_device = ? AND message_id = ?",
+            (state, sender_device, message_id),
+        )
+
+    def record_targets(self, message_id: str, device_ids: list[str]) -> None:
+        """The devices a message of this device was sealed for (who may ask for it again)."""
+        self._db.executemany("INSERT OR IGNORE INTO sent_to VALUES (?, ?)", [(message_id, d) for d in device_ids])
+
+    def was_target(self, message_id: str, device_id: str) -> bool:
+        row = self._db.execute(
+            "SELECT 1 FROM sent_to WHERE message_id = ? AND device_id = ?", (message_id, device_id)
+        ).fetchone()
+        return row is not None
+
+    def first_sight_of_control(self, sender_device: str, message_id: str) -> bool:
+        """Record a control envelope; False if it was processed before (a redelivery)."""
+        cursor = self._db.execute("INSERT OR IGNORE INTO control_seen VALUES (?, ?)", (sender_device, message_id))
+        return cursor.rowcount > 0
+
+    def in_state(self, state: str) -> list[StoredMessage]:
+        rows = self._db.execute("SELECT * FROM messages WHERE state = ? ORDER BY sent_at_ms", (state,)).fetchall()
+        return [_message(row) for row in rows]
 
     def messages(self, conversation: str | None = None) -> list[StoredMessage]:
         query = "SELECT * FROM messages"
@@ -196,7 +308,8 @@ class Profile:
         """Messages this device wrote but the server has not confirmed (e.g. after a crash)."""
         device_id = self.require("device_id")
         rows = self._db.execute(
-            "SELECT * FROM messages WHERE sender_device = ? AND state = 'sending' ORDER BY sent_at_ms", (device_id,)
+            "SELECT * FROM messages WHERE sender_device = ? AND state IN ('held', 'sending') ORDER BY sent_at_ms",
+            (device_id,),
         ).fetchall()
         return [_message(row) for row in rows]
 

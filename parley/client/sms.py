@@ -61,12 +61,12 @@ class SmsHandover:
         api: ServerApi,
         profile: Profile,
         other_devices: Callable[[], Awaitable[list[DeviceInfo]]],
-        seal_copy: Callable[[DeviceInfo, StoredMessage], bytes],
+        seal_copies: Callable[[list[DeviceInfo], StoredMessage], Awaitable[list[OutEnvelope]]],
     ) -> None:
         self._api = api
         self._profile = profile
         self._other_devices = other_devices
-        self._seal_copy = seal_copy
+        self._seal_copies = seal_copies
 
     async def post(self, message: StoredMessage, to: str, copies: bool) -> str | None:
         """Hand ``message`` to the server's SMS outbox; return its state now
@@ -74,8 +74,7 @@ class SmsHandover:
         envelopes: list[OutEnvelope] = []
         for _ in range(ATTEMPTS):
             if copies:
-                devices = await self._other_devices()
-                envelopes = [OutEnvelope(d.device_id, self._seal_copy(d, message)) for d in devices]
+                envelopes = await self._seal_copies(await self._other_devices(), message)
             request = SmsRequest(message_id=message.message_id, to=to, text=message.text, copies=envelopes)
             try:
                 accepted = await self._api.send_sms(request)
@@ -101,7 +100,7 @@ class SmsHandover:
                     state = await self.post(message, to, copies=False) or state
             if state is None:
                 state = "delivered"  # delivered over Parley after all: no SMS
-                self._profile.set_state(message.message_id, state)
+                self._profile.set_out_state(message.message_id, state)
             handed.append((message.message_id, state))
         return handed
 

@@ -3,7 +3,8 @@
 A sender posts one envelope per target device: every device of every recipient, and
 every other device of its own account (the "sent" copies that keep a person's devices
 in step). The server checks the named set against the directory and refuses a stale one
-with the difference, so the client re-fetches and retries; it never guesses.
+with the difference, so the client re-fetches and retries; it never guesses. A control
+send (device-to-device traffic such as a resend request) names any subset of those.
 """
 
 from __future__ import annotations
@@ -39,6 +40,12 @@ def diff_device_set(expected: set[str], named: Sequence[str]) -> DeviceSetDiff:
     """Compare the devices a send named with the devices it must reach."""
     named_set = set(named)
     return DeviceSetDiff(missing=sorted(expected - named_set), extra=sorted(named_set - expected))
+
+
+def diff_control_set(expected: set[str], named: Sequence[str]) -> DeviceSetDiff:
+    """A control send names any subset of the targets a message would have (e.g. the one
+    device that asked for a resend): only devices outside them are wrong."""
+    return DeviceSetDiff(missing=[], extra=sorted(set(named) - expected))
 
 
 def duplicates(named: Sequence[str]) -> list[str]:

@@ -29,6 +29,7 @@ from parley.server.config import ServerConfig
 from parley.server.directory import Directory
 from parley.server.http_api import Api, error_response
 from parley.server.hub import Hub
+from parley.server.keys import KeyDirectory
 from parley.server.limits import Limiter
 from parley.server.openapi import openapi_document
 from parley.server.sms import SmsService
@@ -75,11 +76,12 @@ def build_app(
     simulator = gateway if isinstance(gateway, CarrierSimulator) else None
     limiter = Limiter(clock, enabled=config.rate_limits)
     secret = load_or_create_secret(config.secret_path)
-    directory = Directory(store, gateway, limiter, secret, clock, make_id, SMS_SENDER)
+    key_directory = KeyDirectory(store, limiter)
+    directory = Directory(store, gateway, limiter, key_directory, secret, clock, make_id, SMS_SENDER)
     hub = Hub(store, directory, clock)
     sms = SmsService(store, directory, hub, gateway, clock, make_id, limiter)
     kannel_secret = config.carrier_secret if isinstance(gateway, KannelGateway) else None
-    api = Api(directory, hub, store, clock, gateway.name, simulator, sms, kannel_secret)
+    api = Api(directory, hub, key_directory, store, clock, gateway.name, simulator, sms, kannel_secret)
 
     async def websocket_endpoint(websocket: WebSocket) -> None:
         await serve_device(websocket, directory, hub, store, clock, config.push_window)

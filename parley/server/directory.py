@@ -15,8 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from parley.carrier.base import GatewayError, OutboundSms, SmsGateway
-from parley.core import codes, handles, sms_text
+from parley.core import codes, handles, keys, sms_text
 from parley.errors import ApiError, InvalidHandle
+from parley.server.keys import KeyDirectory, key_error
 from parley.server.limits import Limiter
 from parley.store.base import DeviceRecord, Store
 from parley.wire import (
@@ -26,6 +27,7 @@ from parley.wire import (
     ErrorCode,
     LookupResult,
     Registered,
+    RegisterRequest,
 )
 
 log = logging.getLogger("parley.directory")
@@ -64,6 +66,7 @@ class Directory:
         store: Store,
         gateway: SmsGateway,
         limiter: Limiter,
+        key_directory: KeyDirectory,
         secret: bytes,
         clock: Callable[[], int],
         make_id: Callable[[str], str],
@@ -72,6 +75,7 @@ class Directory:
         self._store = store
         self._gateway = gateway
         self._limiter = limiter
+        self._keys = key_directory
         self._secret = secret
         self._clock = clock
         self._make_id = make_id
@@ -101,30 +105,27 @@ class Directory:
             raise ApiError(503, ErrorCode.UNAVAILABLE, "the SMS gateway cannot send the code now; try again") from None
         return CodeSent(handle=handle, channel="sms", expires_in_s=codes.CODE_TTL_MS // 1000)
 
-    async def register(
-        self,
-        raw_handle: str,
-        code: str,
-        device_name: str,
-        identity_key: str,
-        signing_key: str,
-        address: str,
-        inbox_key: str = "",
-    ) -> Registered:
-        handle = normalise_or_400(raw_handle)
+    async def register(self, request: RegisterRequest, address: str) -> Registered:
+        handle = normalise_or_400(request.handle)
         self._limiter.check("verify:address", address)
-        await self.check_code(handle, REGISTER, code)
+        # Keys are checked before the code is spent: a bad upload stores nothing at all.
+        try:
+            keys.check_identity(request.identity_key, request.signing_key, request.signature)
+            keys.check_prekeys(request.signing_key, request.one_time_keys, request.fallback_key)
+        except keys.KeyProblem as problem:
+            raise key_error(problem) from None
+        await self.check_code(handle, REGISTER, request.code)
         device_id = self._make_id("d")
         secret = secrets.token_urlsafe(32)
         record = DeviceRecord(
             device_id=device_id,
             account_id="",
-            name=device_name,
+            name=request.device_name,
             secret_hash=hash_secret(secret),
             created_at_ms=self._clock(),
-            identity_key=identity_key,
-            signing_key=signing_key,
-            inbox_key=inbox_key,
+            identity_key=request.identity_key,
+            signing_key=request.signing_key,
+            inbox_key=request.inbox_key,
         )
         outcome = await self._store.register_device(handle, self._make_id("a"), record, MAX_DEVICES_PER_ACCOUNT)
         if outcome.account_id is None:
@@ -134,6 +135,7 @@ class Directory:
                 f"this account already has {MAX_DEVICES_PER_ACCOUNT} devices; unlink one first",
             )
         self.forget(outcome.account_id, handle)
+        await self._keys.store_prekeys(record, request.one_time_keys, request.fallback_key)
         return Registered(
             account_id=outcome.account_id, device_id=device_id, handle=handle, credential=f"{device_id}.{secret}"
         )

@@ -20,6 +20,7 @@ from parley.core import handles
 from parley.errors import ApiError, InvalidHandle
 from parley.server.directory import Directory, device_info
 from parley.server.hub import Hub
+from parley.server.keys import KeyDirectory
 from parley.server.sms import SmsService
 from parley.server.ws import bearer, error_info
 from parley.store.base import DeviceRecord, Store
@@ -28,6 +29,8 @@ from parley.wire import (
     MAX_FRAME_BYTES,
     AckRequest,
     AckResponse,
+    ClaimRequest,
+    ClaimResponse,
     CodeRequest,
     CodeSent,
     DeviceList,
@@ -36,6 +39,8 @@ from parley.wire import (
     FetchResponse,
     HandsetInbox,
     HandsetSend,
+    KeyCount,
+    KeyUpload,
     LookupRequest,
     LookupResponse,
     Registered,
@@ -70,6 +75,9 @@ ENDPOINTS = [
     Endpoint("POST", "/v1/devices", "Verify a code and register a device", RegisterRequest, Registered, 201),
     Endpoint("GET", "/v1/devices", "This account's devices", None, DeviceList, auth=True),
     Endpoint("DELETE", "/v1/devices/{device_id}", "Unlink a device of this account", None, None, 204, True),
+    Endpoint("POST", "/v1/keys", "Upload one-time keys and a fallback key", KeyUpload, KeyCount, auth=True),
+    Endpoint("GET", "/v1/keys", "How many one-time keys this device has left", None, KeyCount, auth=True),
+    Endpoint("POST", "/v1/keys/claim", "Claim a key per device", ClaimRequest, ClaimResponse, auth=True),
     Endpoint("POST", "/v1/lookup", "Look handles up in the directory", LookupRequest, LookupResponse, auth=True),
     Endpoint("POST", "/v1/messages", "Send one message to every target device", SendRequest, SendAccepted, 200, True),
     Endpoint("GET", "/v1/messages", "This device's queued envelopes", None, FetchResponse, auth=True),
@@ -89,6 +97,7 @@ class Api:
         self,
         directory: Directory,
         hub: Hub,
+        key_directory: KeyDirectory,
         store: Store,
         clock: Callable[[], int],
         carrier_name: str,
@@ -98,6 +107,7 @@ class Api:
     ) -> None:
         self._directory = directory
         self._hub = hub
+        self._keys = key_directory
         self._store = store
         self._clock = clock
         self._carrier_name = carrier_name
@@ -114,15 +124,7 @@ class Api:
 
     async def register(self, request: Request) -> Response:
         body = await decode(request, RegisterRequest)
-        registered = await self._directory.register(
-            body.handle,
-            body.code,
-            body.device_name,
-            body.identity_key,
-            body.signing_key,
-            address(request),
-            inbox_key=body.inbox_key,
-        )
+        registered = await self._directory.register(body, address(request))
         log.info("device %s registered on account %s", registered.device_id, registered.account_id)
         return reply(registered, 201)
 
@@ -139,6 +141,20 @@ class Api:
         self._hub.disconnect(target)
         log.info("device %s unlinked from account %s", target, device.account_id)
         return Response(status_code=204)
+
+    async def upload_keys(self, request: Request) -> Response:
+        device = await self._authenticate(request)
+        body = await decode(request, KeyUpload)
+        return reply(await self._keys.upload(device, body))
+
+    async def key_count(self, request: Request) -> Response:
+        device = await self._authenticate(request)
+        return reply(await self._keys.count(device))
+
+    async def claim_keys(self, request: Request) -> Response:
+        device = await self._authenticate(request)
+        body = await decode(request, ClaimRequest)
+        return reply(await self._keys.claim(device, body.device_ids))
 
     async def lookup(self, request: Request) -> Response:
         device = await self._authenticate(request)
@@ -224,6 +240,9 @@ class Api:
             ("POST", "/v1/devices"): self.register,
             ("GET", "/v1/devices"): self.devices,
             ("DELETE", "/v1/devices/{device_id}"): self.unlink,
+            ("POST", "/v1/keys"): self.upload_keys,
+            ("GET", "/v1/keys"): self.key_count,
+            ("POST", "/v1/keys/claim"): self.claim_keys,
             ("POST", "/v1/lookup"): self.lookup,
             ("POST", "/v1/messages"): self.send,
             ("GET", "/v1/messages"): self.fetch,

@@ -98,7 +98,12 @@ class Hub:
         if repeated:
             raise ApiError(400, ErrorCode.BAD_REQUEST, f"more than one envelope for device {repeated[0]}")
         expected = fanout.expected_targets(own.device_ids, sender.device_id, recipient_devices)
-        diff = fanout.diff_device_set(expected, named)
+        if request.kind == "control":
+            if not named:
+                raise ApiError(400, ErrorCode.BAD_REQUEST, "a control send names at least one device")
+            diff = fanout.diff_control_set(expected, named)
+        else:
+            diff = fanout.diff_device_set(expected, named)
         if diff:
             raise ApiError(
                 409,
@@ -112,7 +117,7 @@ class Hub:
             NewEnvelope(
                 device_id=out.device_id,
                 message_id=request.message_id,
-                kind="message",
+                kind=request.kind,
                 sender_account=sender.account_id,
                 sender_device=sender.device_id,
                 sender_handle=own.primary_handle,

@@ -17,6 +17,7 @@ DEFAULT_RATES: Mapping[str, Rate] = {
     "lookup:device": Rate(burst=1000, per_second=10),  # handles looked up, per device
     "lookup:address": Rate(burst=2000, per_second=20),  # handles looked up, per address
     "sms:account": Rate(burst=60, per_second=1 / 10),  # SMS submits per account: SMS cost money
+    "claim:device": Rate(burst=1000, per_second=10),  # one-time keys claimed, per device
 }
 
 # Evicting a bucket forgets it (a fresh full bucket next time), so keep plenty.

@@ -12,12 +12,14 @@ Rules every implementation keeps:
   reports ``duplicate=True``.
 * Within one device's mailbox, ``seq`` grows in commit order and is never reused, even
   after the mailbox empties, so "everything up to seq N" is a safe cumulative ack.
-* ``remove_device`` drops the device's mailbox with it.
+* ``remove_device`` drops the device's mailbox and keys with it.
 * Device ids are unique: registering an id that exists is an error.
 * The carrier path (fallback watches and the SMS outbox): ``submit`` stores a send's
   fallback watches in the same transaction as its envelopes; ``queue_sms`` applies
   :func:`parley.core.fallback.claim` inside one transaction, so an SMS is queued at most
   once per (sender account, message id, number) however many devices ask at once.
+* ``claim_prekey`` hands out each one-time key exactly once, even to concurrent callers;
+  when none is left it returns the fallback key, which stays.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from typing import Protocol
 from parley.core.codes import PendingCode
 from parley.core.fallback import Claim, Fallback, FallbackKey, OutboxItem
 from parley.core.receipts import AckedEnvelope
-from parley.wire import Envelope, EnvelopeKind
+from parley.wire import ClaimedKey, Envelope, EnvelopeKind, KeyCount, SignedKey
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,24 @@ class Store(Protocol):
     async def devices_of(self, account_id: str) -> list[DeviceRecord]: ...
 
     async def remove_device(self, device_id: str) -> bool: ...
+
+    # --- end-to-end keys (public halves only; see parley.core.keys) ---
+
+    async def add_prekeys(
+        self, device_id: str, one_time: list[SignedKey], fallback: SignedKey | None, max_held: int
+    ) -> int | None:
+        """Add one-time keys (a key id the device already holds is skipped) and, if given,
+        replace the fallback key, atomically. Return how many one-time keys the device now
+        holds, or ``None`` and store nothing if the device is unknown or would hold more
+        than ``max_held``."""
+        ...
+
+    async def claim_prekey(self, device_id: str) -> ClaimedKey | None:
+        """Remove and return one of the device's one-time keys (oldest first); when none
+        is left, return its fallback key (``fallback=True``, not removed); else ``None``."""
+        ...
+
+    async def prekey_count(self, device_id: str) -> KeyCount: ...
 
     # --- verification codes ---
 

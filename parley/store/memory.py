@@ -10,7 +10,7 @@ from parley.core import fallback as fb
 from parley.core.codes import PendingCode
 from parley.core.receipts import AckedEnvelope
 from parley.store.base import DeviceRecord, NewEnvelope, Registration, Submitted
-from parley.wire import Envelope
+from parley.wire import ClaimedKey, Envelope, KeyCount, SignedKey
 
 
 class MemoryStore:
@@ -24,6 +24,8 @@ class MemoryStore:
         self._seq = 0
         self._watches: dict[fb.FallbackKey, fb.Fallback] = {}
         self._outbox: dict[str, fb.OutboxItem] = {}
+        self._one_time: dict[str, dict[str, SignedKey]] = {}  # device -> key id -> key, oldest first
+        self._fallback: dict[str, SignedKey] = {}
 
     async def open(self) -> None:
         pass
@@ -63,7 +65,37 @@ class MemoryStore:
 
     async def remove_device(self, device_id: str) -> bool:
         self._mailboxes.pop(device_id, None)
+        self._one_time.pop(device_id, None)
+        self._fallback.pop(device_id, None)
         return self._devices.pop(device_id, None) is not None
+
+    async def add_prekeys(
+        self, device_id: str, one_time: list[SignedKey], fallback: SignedKey | None, max_held: int
+    ) -> int | None:
+        if device_id not in self._devices:
+            return None
+        held = self._one_time.setdefault(device_id, {})
+        new = {key.key_id: key for key in one_time if key.key_id not in held}
+        if len(held) + len(new) > max_held:
+            return None
+        held.update(new)
+        if fallback is not None:
+            self._fallback[device_id] = fallback
+        return len(held)
+
+    async def claim_prekey(self, device_id: str) -> ClaimedKey | None:
+        held = self._one_time.get(device_id)
+        if held:
+            key_id = next(iter(held))
+            key = held.pop(key_id)
+            return ClaimedKey(device_id, key.key_id, key.key, key.signature)
+        fallback = self._fallback.get(device_id)
+        if fallback is None:
+            return None
+        return ClaimedKey(device_id, fallback.key_id, fallback.key, fallback.signature, fallback=True)
+
+    async def prekey_count(self, device_id: str) -> KeyCount:
+        return KeyCount(len(self._one_time.get(device_id, {})), device_id in self._fallback)
 
     async def put_code(self, code: PendingCode) -> None:
         self._codes[(code.handle, code.purpose)] = code

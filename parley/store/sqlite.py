@@ -21,9 +21,9 @@ from parley.core.receipts import AckedEnvelope
 from parley.store import sqlite_carrier as carrier_sql
 from parley.store.base import DeviceRecord, NewEnvelope, Registration, Submitted
 from parley.store.sqlite_worker import SqliteWorker
-from parley.wire import Envelope
+from parley.wire import ClaimedKey, Envelope, KeyCount, SignedKey
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Migrations by target version; the store applies the missing ones at open.
 MIGRATIONS: dict[int, str] = {
@@ -76,6 +76,24 @@ MIGRATIONS: dict[int, str] = {
     CREATE INDEX mailbox_by_device ON mailbox(device_id, seq);
     """,
     2: carrier_sql.CARRIER_MIGRATION,
+    3: """
+    -- Public halves of end-to-end keys. A one-time key row is deleted when it is claimed;
+    -- rowid order is upload order, so the oldest is handed out first.
+    CREATE TABLE one_time_keys (
+        device_id TEXT NOT NULL REFERENCES devices(device_id) ON DELETE CASCADE,
+        key_id TEXT NOT NULL,
+        key TEXT NOT NULL,
+        signature TEXT NOT NULL,
+        UNIQUE (device_id, key_id)
+    );
+    CREATE INDEX one_time_keys_by_device ON one_time_keys(device_id);
+    CREATE TABLE fallback_keys (
+        device_id TEXT PRIMARY KEY REFERENCES devices(device_id) ON DELETE CASCADE,
+        key_id TEXT NOT NULL,
+        key TEXT NOT NULL,
+        signature TEXT NOT NULL
+    );
+    """,
 }
 
 _ENVELOPE_COLUMNS = "seq, message_id, kind, sender_account, sender_device, sender_handle, sent_at_ms, body"
@@ -155,6 +173,22 @@ class SqliteStore:
 
     async def remove_device(self, device_id: str) -> bool:
         return await self._writer.call(_remove_device, device_id)
+
+    # --- end-to-end keys ---
+
+    async def add_prekeys(
+        self, device_id: str, one_time: list[SignedKey], fallback: SignedKey | None, max_held: int
+    ) -> int | None:
+        try:
+            return await self._writer.call(_add_prekeys, device_id, one_time, fallback, max_held)
+        except _OverLimit:
+            return None
+
+    async def claim_prekey(self, device_id: str) -> ClaimedKey | None:
+        return await self._writer.call(_claim_prekey, device_id)
+
+    async def prekey_count(self, device_id: str) -> KeyCount:
+        return await self._reader.call(_prekey_count, device_id)
 
     # --- codes ---
 
@@ -277,7 +311,54 @@ def _devices_of(db: sqlite3.Connection, account_id: str) -> list[DeviceRecord]:
 
 def _remove_device(db: sqlite3.Connection, device_id: str) -> bool:
     db.execute("DELETE FROM mailbox WHERE device_id = ?", (device_id,))
+    db.execute("DELETE FROM one_time_keys WHERE device_id = ?", (device_id,))
+    db.execute("DELETE FROM fallback_keys WHERE device_id = ?", (device_id,))
     return db.execute("DELETE FROM devices WHERE device_id = ?", (device_id,)).rowcount > 0
+
+
+def _add_prekeys(
+    db: sqlite3.Connection, device_id: str, one_time: list[SignedKey], fallback: SignedKey | None, max_held: int
+) -> int | None:
+    if db.execute("SELECT 1 FROM devices WHERE device_id = ?", (device_id,)).fetchone() is None:
+        return None
+    db.executemany(
+        "INSERT OR IGNORE INTO one_time_keys VALUES (?, ?, ?, ?)",
+        [(device_id, key.key_id, key.key, key.signature) for key in one_time],
+    )
+    (held,) = db.execute("SELECT count(*) FROM one_time_keys WHERE device_id = ?", (device_id,)).fetchone()
+    if held > max_held:
+        raise _OverLimit  # rolls back this call's savepoint: nothing is stored
+    if fallback is not None:
+        db.execute(
+            "INSERT OR REPLACE INTO fallback_keys VALUES (?, ?, ?, ?)",
+            (device_id, fallback.key_id, fallback.key, fallback.signature),
+        )
+    return int(held)
+
+
+class _OverLimit(Exception):
+    pass
+
+
+def _claim_prekey(db: sqlite3.Connection, device_id: str) -> ClaimedKey | None:
+    row = db.execute(
+        "DELETE FROM one_time_keys WHERE rowid = (SELECT min(rowid) FROM one_time_keys WHERE device_id = ?)"
+        " RETURNING key_id, key, signature",
+        (device_id,),
+    ).fetchone()
+    if row is not None:
+        return ClaimedKey(device_id, *row)
+    row = db.execute("SELECT key_id, key, signature FROM fallback_keys WHERE device_id = ?", (device_id,)).fetchone()
+    if row is None:
+        return None
+    key_id, key, signature = row
+    return ClaimedKey(device_id, key_id, key, signature, fallback=True)
+
+
+def _prekey_count(db: sqlite3.Connection, device_id: str) -> KeyCount:
+    (held,) = db.execute("SELECT count(*) FROM one_time_keys WHERE device_id = ?", (device_id,)).fetchone()
+    fallback = db.execute("SELECT 1 FROM fallback_keys WHERE device_id = ?", (device_id,)).fetchone()
+    return KeyCount(int(held), fallback is not None)
 
 
 def _put_code(db: sqlite3.Connection, code: PendingCode) -> None:

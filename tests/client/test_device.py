@@ -80,8 +80,8 @@ async def test_an_envelope_delivered_twice_is_shown_once(server: ServerProcess, 
     await alice.send_text([BOB], "once")
     page = await bob.api.fetch()
     # Stored, then the ack was lost (a crash): the server delivers the same envelope again.
-    first = bob.accept(page.envelopes)
-    again = bob.accept((await bob.api.fetch()).envelopes)
+    first = await bob.accept(page.envelopes)
+    again = await bob.accept((await bob.api.fetch()).envelopes)
     assert len(first) == 1 and again == []
     assert [m.text for m in bob.profile.messages()] == ["once"]
     await alice.close()

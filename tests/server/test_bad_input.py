@@ -29,12 +29,13 @@ from parley.wire import (
     frame_encode,
     server_frame_decoder,
 )
-from tests.conftest import ServerProcess
+from tests.conftest import ServerProcess, registration_keys
 
 pytestmark = pytest.mark.slow
 
 ALICE = "+14155550100"
 BOB = "+14155550111"
+KEYS = registration_keys()
 
 
 @dataclass
@@ -48,7 +49,8 @@ async def register(http: httpx.AsyncClient, phone: str, name: str = "test") -> R
     info = (await http.get("/v1/info")).json()
     assert (await http.post("/v1/codes", json={"handle": phone})).status_code == 202
     code = await read_code(http, phone, info["server_time_ms"])
-    response = await http.post("/v1/devices", json={"handle": phone, "code": code, "device_name": name})
+    body = {"handle": phone, "code": code, "device_name": name, **registration_keys()}
+    response = await http.post("/v1/devices", json=body)
     assert response.status_code == 201, response.text
     body = response.json()
     return Registered(body["device_id"], body["credential"], body["handle"])
@@ -112,14 +114,14 @@ async def test_malformed_and_oversize_bodies_are_refused(http: httpx.AsyncClient
 async def test_wrong_codes_register_nothing_and_lock_after_five(http: httpx.AsyncClient) -> None:
     assert (await http.post("/v1/codes", json={"handle": ALICE})).status_code == 202
     for attempt in range(4):
-        response = await http.post("/v1/devices", json={"handle": ALICE, "code": "000000", "device_name": "x"})
+        response = await http.post("/v1/devices", json={"handle": ALICE, "code": "000000", "device_name": "x", **KEYS})
         assert (response.status_code, error_code(response)) == (403, "wrong_code"), attempt
-    response = await http.post("/v1/devices", json={"handle": ALICE, "code": "000000", "device_name": "x"})
+    response = await http.post("/v1/devices", json={"handle": ALICE, "code": "000000", "device_name": "x", **KEYS})
     assert error_code(response) == "too_many_attempts"
     # Even the right code is void now: the one that was sent is used up.
     info = (await http.get("/v1/info")).json()
     code = await read_code(http, ALICE, 0)
-    response = await http.post("/v1/devices", json={"handle": ALICE, "code": code, "device_name": "x"})
+    response = await http.post("/v1/devices", json={"handle": ALICE, "code": code, "device_name": "x", **KEYS})
     assert (response.status_code, error_code(response)) == (403, "wrong_code")
     assert info["carrier"] == "sim"
     lookup_device = await register(http, BOB)

@@ -13,7 +13,7 @@ from urllib.parse import parse_qsl, urlsplit
 import httpx
 import pytest
 
-from tests.conftest import ServerProcess, free_port
+from tests.conftest import ServerProcess, free_port, registration_keys
 from tests.server.test_bad_input import ALICE, BOB, auth, error_code, register
 from tests.server.test_bad_input import http as http  # the fixture, re-exported
 
@@ -178,7 +178,8 @@ async def test_kannel_callbacks_need_the_secret_and_well_formed_parameters(
         assert (await http.post("/v1/codes", json={"handle": ALICE})).status_code == 202
         code = sendsms.requests[-1]["text"].split("code is ")[1][:6]
         assert sendsms.requests[-1]["to"] == ALICE
-        registered = await http.post("/v1/devices", json={"handle": ALICE, "code": code, "device_name": "x"})
+        body = {"handle": ALICE, "code": code, "device_name": "x", **registration_keys()}
+        registered = await http.post("/v1/devices", json=body)
         assert registered.status_code == 201
 
         inbound = "/v1/carrier/kannel/inbound"

@@ -21,6 +21,7 @@ from parley.core.ratelimit import Rate
 from parley.errors import ApiError
 from parley.server.directory import Directory
 from parley.server.hub import Hub
+from parley.server.keys import KeyDirectory
 from parley.server.limits import Limiter
 from parley.server.sms import SmsService
 from parley.store.base import DeviceRecord, Store
@@ -70,7 +71,8 @@ async def build(path: Path, clock: Clock, register: bool = True) -> World:
     store = SqliteStore(str(path))
     await store.open()
     simulator = CarrierSimulator(clock, lambda: make_id("sim"))
-    directory = Directory(store, simulator, Limiter(clock, enabled=False), b"s" * 32, clock, make_id, "Parley")
+    limiter = Limiter(clock, enabled=False)
+    directory = Directory(store, simulator, limiter, KeyDirectory(store, limiter), b"s" * 32, clock, make_id, "Parley")
     hub = Hub(store, directory, clock)
     service = SmsService(store, directory, hub, simulator, clock, make_id)
     await simulator.start(service)  # the loops are driven by hand: send_due(), sweep()

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import contextlib
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +25,10 @@ import vodozemac
 from parley.client.olm import register_request
 
 REPO = Path(__file__).resolve().parent.parent
+# The shared PostgreSQL and Redis on this machine and in CI. Tests never touch what they
+# did not create: each test gets a database of its own, dropped after.
+POSTGRES_URL = os.environ.get("PARLEY_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("PARLEY_TEST_REDIS", "redis://127.0.0.1:6379/0")
 
 
 def require_peer(name: str, reason: str) -> None:
@@ -32,6 +39,66 @@ def require_peer(name: str, reason: str) -> None:
     if os.environ.get("PARLEY_REQUIRE_PEERS") == "1":
         pytest.fail(f"{name} is required in CI but unavailable: {reason}")
     pytest.skip(f"{name} unavailable: {reason}")
+
+
+def _run_async(work: Coroutine[Any, Any, Any]) -> Any:
+    """Run a coroutine on a loop of its own (fixtures may run inside a test's loop)."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, work).result()
+
+
+async def _admin(statement: str) -> None:
+    import asyncpg
+
+    connection = await asyncpg.connect(POSTGRES_URL, timeout=5)
+    try:
+        await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+def database_url(name: str) -> str:
+    base, _, _ = POSTGRES_URL.rpartition("/")
+    return f"{base}/{name}"
+
+
+@contextlib.contextmanager
+def fresh_database() -> Iterator[str]:
+    """A new, empty PostgreSQL database for one test; dropped after. Skips (or fails in
+    CI) when PostgreSQL is unreachable."""
+    name = f"parley_test_{os.getpid()}_{secrets.token_hex(4)}"
+    try:
+        _run_async(_admin(f'CREATE DATABASE "{name}"'))
+    except Exception as error:
+        require_peer("PostgreSQL", f"{POSTGRES_URL}: {error!r}")
+    try:
+        yield database_url(name)
+    finally:
+        _run_async(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    with fresh_database() as url:
+        yield url
+
+
+@pytest.fixture
+def redis_url() -> str:
+    async def ping() -> None:
+        import redis.asyncio as redis
+
+        client = redis.from_url(REDIS_URL, socket_timeout=5)
+        try:
+            await client.ping()
+        finally:
+            await client.aclose()
+
+    try:
+        _run_async(ping())
+    except Exception as error:
+        require_peer("Redis", f"{REDIS_URL}: {error!r}")
+    return REDIS_URL
 
 
 def free_port() -> int:

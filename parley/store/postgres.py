@@ -1,0 +1,305 @@
+"""The PostgreSQL store: for several server nodes sharing one database.
+
+asyncpg with a connection pool. Reads go straight to the pool; mailbox writes
+(``submit``, ``enqueue``) go through one group-commit writer per node
+(:mod:`parley.store.pg_writer`); everything else is a short transaction of its own.
+Every method returns after PostgreSQL has committed (``synchronous_commit`` as the
+server is configured: ``on`` by default, which is durable).
+
+Seqs: each device has a counter row in ``mailbox_heads``. A transaction that writes to a
+mailbox locks the counter rows it needs (in device id order, so two nodes never
+deadlock), hands out the next seqs and commits before the lock is released. So within a
+mailbox, seqs grow in commit order, without gaps, and are never reused; a global
+sequence would not do this under concurrent transactions.
+
+The schema is managed by Alembic (:mod:`parley.store.pg_migrate`); :meth:`open`
+migrates it to the version this Parley needs.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import replace
+from typing import Any
+
+import asyncpg
+
+from parley.core.codes import PendingCode
+from parley.core.receipts import AckedEnvelope
+from parley.store import pg_migrate
+from parley.store.base import DeviceRecord, NewEnvelope, Registration, Submitted
+from parley.store.pg_writer import GroupCommitter, WriteCall
+from parley.wire import Envelope
+
+_DEVICE_COLUMNS = "device_id, account_id, name, secret_hash, created_at_ms, identity_key, signing_key"
+_ENVELOPE_COLUMNS = "seq, message_id, kind, sender_account, sender_device, sender_handle, sent_at_ms, body"
+
+
+def asyncpg_url(url: str) -> str:
+    """asyncpg takes ``postgresql://`` and ``postgres://``; accept SQLAlchemy's form too."""
+    return url.replace("postgresql+asyncpg://", "postgresql://", 1)
+
+
+class PostgresStore:
+    def __init__(self, url: str, *, pool_size: int = 10, max_batch: int = 512, migrate: bool = True) -> None:
+        self.url = asyncpg_url(url)
+        self._pool_size = pool_size
+        self._max_batch = max_batch
+        self._migrate = migrate
+        self._pool: Any = None
+        self._writer: GroupCommitter | None = None
+
+    async def open(self) -> None:
+        if self._migrate:
+            await pg_migrate.upgrade(self.url)
+        self._pool = await asyncpg.create_pool(self.url, min_size=2, max_size=self._pool_size)
+        self._writer = GroupCommitter(self._pool, write_batch, self._max_batch)
+        self._writer.start()
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            await self._writer.stop()
+            self._writer = None
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    async def ping(self) -> None:
+        await self._pool.fetchval("SELECT 1")
+
+    @property
+    def pending_writes(self) -> int:
+        return self._writer.pending if self._writer is not None else 0
+
+    # --- accounts, handles, devices ---
+
+    async def account_for_handle(self, handle: str) -> str | None:
+        value: str | None = await self._pool.fetchval("SELECT account_id FROM handles WHERE handle = $1", handle)
+        return value
+
+    async def handles_of(self, account_id: str) -> list[str]:
+        rows = await self._pool.fetch("SELECT handle FROM handles WHERE account_id = $1 ORDER BY handle", account_id)
+        return [row[0] for row in rows]
+
+    async def register_device(
+        self, handle: str, new_account_id: str, device: DeviceRecord, max_devices: int
+    ) -> Registration:
+        for attempt in range(3):
+            try:
+                async with self._pool.acquire() as db, db.transaction():
+                    return await _register_device(db, handle, new_account_id, device, max_devices)
+            except asyncpg.UniqueViolationError:
+                # Another node created an account for this handle at the same moment;
+                # the next attempt finds it.
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def get_device(self, device_id: str) -> DeviceRecord | None:
+        row = await self._pool.fetchrow(f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE device_id = $1", device_id)
+        return DeviceRecord(*row) if row else None
+
+    async def devices_of(self, account_id: str) -> list[DeviceRecord]:
+        rows = await self._pool.fetch(
+            f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE account_id = $1 ORDER BY created_at_ms, device_id",
+            account_id,
+        )
+        return [DeviceRecord(*row) for row in rows]
+
+    async def remove_device(self, device_id: str) -> bool:
+        async with self._pool.acquire() as db, db.transaction():
+            # The counter row first: it waits for any batch writing to this mailbox, and
+            # once it is gone no later batch can add to the mailbox.
+            await db.execute("DELETE FROM mailbox_heads WHERE device_id = $1", device_id)
+            await db.execute("DELETE FROM mailbox WHERE device_id = $1", device_id)
+            status: str = await db.execute("DELETE FROM devices WHERE device_id = $1", device_id)
+            return status != "DELETE 0"
+
+    # --- verification codes ---
+
+    async def put_code(self, code: PendingCode) -> None:
+        await self._pool.execute(
+            "INSERT INTO codes (handle, purpose, code_hash, expires_at_ms, attempts_left)"
+            " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (handle, purpose) DO UPDATE SET"
+            " code_hash = EXCLUDED.code_hash, expires_at_ms = EXCLUDED.expires_at_ms,"
+            " attempts_left = EXCLUDED.attempts_left",
+            code.handle,
+            code.purpose,
+            code.code_hash,
+            code.expires_at_ms,
+            code.attempts_left,
+        )
+
+    async def get_code(self, handle: str, purpose: str) -> PendingCode | None:
+        row = await self._pool.fetchrow(
+            "SELECT handle, purpose, code_hash, expires_at_ms, attempts_left FROM codes"
+            " WHERE handle = $1 AND purpose = $2",
+            handle,
+            purpose,
+        )
+        return PendingCode(*row) if row else None
+
+    async def delete_code(self, handle: str, purpose: str) -> None:
+        await self._pool.execute("DELETE FROM codes WHERE handle = $1 AND purpose = $2", handle, purpose)
+
+    # --- mailboxes ---
+
+    async def submit(self, sender_device: str, message_id: str, envelopes: list[NewEnvelope], now_ms: int) -> Submitted:
+        assert self._writer is not None, "store not open"
+        result: Submitted = await self._writer.call((sender_device, message_id), envelopes, now_ms)
+        return result
+
+    async def enqueue(self, envelopes: list[NewEnvelope]) -> list[Envelope]:
+        assert self._writer is not None, "store not open"
+        result: list[Envelope] = await self._writer.call(None, envelopes, 0)
+        return result
+
+    async def fetch(self, device_id: str, after_seq: int, limit: int) -> tuple[list[Envelope], bool]:
+        rows = await self._pool.fetch(
+            f"SELECT {_ENVELOPE_COLUMNS} FROM mailbox WHERE device_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+            device_id,
+            after_seq,
+            limit + 1,
+        )
+        return [Envelope(*row) for row in rows[:limit]], len(rows) > limit
+
+    async def ack(self, device_id: str, up_to: int) -> list[AckedEnvelope]:
+        rows = await self._pool.fetch(
+            "WITH gone AS (DELETE FROM mailbox WHERE device_id = $1 AND seq <= $2"
+            " RETURNING seq, message_id, kind, sender_account)"
+            " SELECT message_id, kind, sender_account FROM gone ORDER BY seq",
+            device_id,
+            up_to,
+        )
+        return [AckedEnvelope(*row) for row in rows]
+
+    async def expire(self, before_ms: int) -> int:
+        async with self._pool.acquire() as db, db.transaction():
+            status: str = await db.execute("DELETE FROM mailbox WHERE sent_at_ms < $1", before_ms)
+            await db.execute("DELETE FROM sent_ids WHERE created_at_ms < $1", before_ms)
+        return int(status.rsplit(" ", 1)[1])
+
+    async def queued_count(self, device_id: str) -> int:
+        count: int = await self._pool.fetchval("SELECT count(*) FROM mailbox WHERE device_id = $1", device_id)
+        return count
+
+
+async def _register_device(
+    db: Any, handle: str, new_account_id: str, device: DeviceRecord, max_devices: int
+) -> Registration:
+    account_id: str | None = await db.fetchval("SELECT account_id FROM handles WHERE handle = $1", handle)
+    created = account_id is None
+    if account_id is None:
+        account_id = new_account_id
+        await db.execute("INSERT INTO accounts VALUES ($1, $2)", account_id, device.created_at_ms)
+        await db.execute("INSERT INTO handles VALUES ($1, $2)", handle, account_id)
+    # Lock the account so two nodes registering at once cannot both pass the count.
+    await db.execute("SELECT 1 FROM accounts WHERE account_id = $1 FOR UPDATE", account_id)
+    count = await db.fetchval("SELECT count(*) FROM devices WHERE account_id = $1", account_id)
+    if count >= max_devices:
+        return Registration(None, created)
+    record = replace(device, account_id=account_id)
+    await db.execute(
+        f"INSERT INTO devices ({_DEVICE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        record.device_id,
+        record.account_id,
+        record.name,
+        record.secret_hash,
+        record.created_at_ms,
+        record.identity_key,
+        record.signing_key,
+    )
+    await db.execute("INSERT INTO mailbox_heads (device_id) VALUES ($1)", record.device_id)
+    return Registration(account_id, created)
+
+
+async def write_batch(db: Any, batch: list[WriteCall]) -> list[Any]:
+    """Commit a batch of submits and enqueues in a few set-based statements.
+
+    1. Idempotency keys, sorted (so concurrent batches take their locks in one order):
+       a key already stored, or repeated earlier in this batch, makes its call a duplicate.
+    2. Lock the counter rows of every target mailbox, in device id order.
+    3. Hand out seqs in call order; a device that is gone gets seq 0 and nothing stored.
+    4. Store the counters and the envelopes in one statement.
+    """
+    keys = sorted({call.key: call.now_ms for call in batch if call.key is not None}.items())
+    accepted: set[tuple[str, str]] = set()
+    if keys:
+        rows = await db.fetch(
+            "INSERT INTO sent_ids (sender_device, message_id, created_at_ms)"
+            " SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[]) ON CONFLICT DO NOTHING"
+            " RETURNING sender_device, message_id",
+            [key[0] for key, _ in keys],
+            [key[1] for key, _ in keys],
+            [now for _, now in keys],
+        )
+        accepted = {(row[0], row[1]) for row in rows}
+    writing: list[WriteCall | None] = []
+    for call in batch:
+        if call.key is None:
+            writing.append(call)
+        elif call.key in accepted:
+            accepted.discard(call.key)  # a repeat later in this batch is a duplicate
+            writing.append(call)
+        else:
+            writing.append(None)
+    targets = sorted(Counter(new.device_id for call in writing if call for new in call.envelopes))
+    heads: dict[str, int] = {}
+    if targets:
+        rows = await db.fetch(
+            "SELECT device_id, last_seq FROM mailbox_heads WHERE device_id = ANY($1::text[])"
+            " ORDER BY device_id FOR UPDATE",
+            targets,
+        )
+        heads = {row[0]: row[1] for row in rows}
+    results: list[Any] = []
+    stored: list[tuple[str, Envelope]] = []
+    for call, original in zip(writing, batch, strict=True):
+        if call is None:
+            results.append(Submitted(True, [], []))
+            continue
+        envelopes = []
+        for new in call.envelopes:
+            seq = 0
+            if new.device_id in heads:
+                heads[new.device_id] += 1
+                seq = heads[new.device_id]
+            envelope = Envelope(
+                seq,
+                new.message_id,
+                new.kind,
+                new.sender_account,
+                new.sender_device,
+                new.sender_handle,
+                new.sent_at_ms,
+                new.body,
+            )
+            envelopes.append(envelope)
+            if seq:
+                stored.append((new.device_id, envelope))
+        if original.key is None:
+            results.append(envelopes)
+        else:
+            results.append(Submitted(False, envelopes, [new.device_id for new in call.envelopes]))
+    if stored:
+        await db.execute(
+            "WITH bumped AS (UPDATE mailbox_heads SET last_seq = h.last_seq"
+            " FROM unnest($1::text[], $2::bigint[]) AS h(device_id, last_seq)"
+            " WHERE mailbox_heads.device_id = h.device_id)"
+            " INSERT INTO mailbox (device_id, seq, message_id, kind, sender_account, sender_device,"
+            " sender_handle, sent_at_ms, body)"
+            " SELECT * FROM unnest($3::text[], $4::bigint[], $5::text[], $6::text[], $7::text[], $8::text[],"
+            " $9::text[], $10::bigint[], $11::bytea[])",
+            list(heads),
+            list(heads.values()),
+            [device for device, _ in stored],
+            [e.seq for _, e in stored],
+            [e.message_id for _, e in stored],
+            [e.kind for _, e in stored],
+            [e.sender_account for _, e in stored],
+            [e.sender_device for _, e in stored],
+            [e.sender_handle for _, e in stored],
+            [e.sent_at_ms for _, e in stored],
+            [e.body for _, e in stored],
+        )
+    return results

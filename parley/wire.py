@@ -470,6 +470,39 @@ ClientFrame = Send | Ack | Ping
 ServerFrame = Hello | Deliver | Sent | Refused | Pong
 
 
+# --- between server nodes, over the broker ------------------------------------------------
+# Only with several nodes (``--broker``). The store is the truth: these carry what lets a
+# node push at once, and losing one delays a push, never loses an envelope.
+
+
+class NodeDeliver(Struct, tag="deliver", tag_field="type", frozen=True):
+    """To the node holding ``device_id``: these envelopes were committed to its mailbox.
+
+    ``envelopes`` is empty when they were too large to carry: read the mailbox instead."""
+
+    device_id: str
+    envelopes: list[Envelope] = []
+
+
+class NodeKick(Struct, tag="kick", tag_field="type", frozen=True):
+    """Close ``device_id``'s connection on every node but ``keep_node`` (it reconnected
+    there, or was unlinked when ``keep_node`` is empty)."""
+
+    device_id: str
+    keep_node: str = ""
+
+
+class NodeForget(Struct, tag="forget", tag_field="type", frozen=True):
+    """An account's devices or handles changed: drop what the directory cache holds."""
+
+    account_id: str
+    handle: str = ""
+    from_node: str = ""
+
+
+NodeFrame = NodeDeliver | NodeKick | NodeForget
+
+
 # Shared encoders and decoders: building them once is much cheaper than per call.
 json_encode = msgspec.json.Encoder().encode
 frame_encode = msgspec.msgpack.Encoder().encode
@@ -481,6 +514,7 @@ sms_status_decoder = msgspec.msgpack.Decoder(SmsStatus)
 sealed_sms_decoder = msgspec.msgpack.Decoder(SealedSms)
 inbound_sms_decoder = msgspec.msgpack.Decoder(InboundSms)
 sealed_decoder = msgspec.msgpack.Decoder(Sealed)
+node_frame_decoder: msgspec.msgpack.Decoder[NodeFrame] = msgspec.msgpack.Decoder(NodeFrame)
 
 
 def json_decoder(kind: type[T]) -> msgspec.json.Decoder[T]:

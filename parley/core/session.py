@@ -7,6 +7,7 @@ three events and carries out the actions it returns:
     start()                    the connection is accepted    Fetch
     fetched(envelopes, more)   a Fetch came back from store  Push, Fetch
     live(envelopes)            the hub committed new ones    Push, Fetch
+    poke()                     the store may hold new ones   Fetch
     acked(up_to)               the device acked              Fetch
 
 States:
@@ -20,6 +21,16 @@ cannot be pushed now is simply dropped from memory and fetched later. ``seq`` gr
 commit order within one device's mailbox, so "pushed up to seq N" is enough to push
 every envelope once and in order. At most ``window`` envelopes are in flight (pushed,
 not acked): a slow device costs the server a bounded amount of memory.
+
+With several server nodes, live envelopes for one mailbox come from several writers (this
+node's hub, and other nodes over the broker) and may arrive out of seq order or not at
+all. Pushing seq 7 before 6 arrived would let the device ack 7 and so delete 6 unseen.
+So a session made with ``contiguous=True`` (for stores whose seqs have no gaps within a
+mailbox, as the PostgreSQL store's) pushes a live envelope only if it is exactly the next
+seq; at a gap it reads the mailbox instead, which holds every committed envelope in order.
+What comes from the mailbox itself is pushed as it is: gaps there are envelopes that
+expired. ``poke()`` says "the mailbox may hold more than you were told" (a broker
+message too large to carry envelopes, or a broker reconnect that may have lost some).
 """
 
 from __future__ import annotations
@@ -57,8 +68,9 @@ class AckBeyondPushed(Exception):
 
 
 class PushSession:
-    def __init__(self, window: int = DEFAULT_WINDOW) -> None:
+    def __init__(self, window: int = DEFAULT_WINDOW, contiguous: bool = False) -> None:
         self.window = window
+        self.contiguous = contiguous
         self.state = State.CATCHING_UP
         self.pushed_up_to = 0
         self.acked_up_to = 0
@@ -77,7 +89,7 @@ class PushSession:
     def fetched(self, envelopes: list[Envelope], more: bool) -> list[Action]:
         self._fetching = False
         actions: list[Action] = []
-        self._push_new(envelopes, actions)
+        self._push_new(envelopes, actions, from_store=True)
         buffered = [envelope for envelope in self._buffer if envelope.seq > self.pushed_up_to]
         self._buffer = []
         if more or self._buffer_overflowed or self.in_flight + len(buffered) > self.window:
@@ -87,7 +99,9 @@ class PushSession:
             return actions
         # The store had nothing more when it was read; what arrived live since is newer.
         self.state = State.LIVE
-        self._push_new(buffered, actions)
+        if not self._push_new(buffered, actions):
+            self.state = State.CATCHING_UP
+            actions.extend(self._fetch_if_room())
         return actions
 
     def live(self, envelopes: list[Envelope]) -> list[Action]:
@@ -103,8 +117,19 @@ class PushSession:
             # Over the window: stop pushing live and read the mailbox once acks free room.
             self.state = State.CATCHING_UP
             return self._fetch_if_room()
-        self._push_new(envelopes, actions)
+        if not self._push_new(envelopes, actions):
+            # A gap: an envelope committed before these has not arrived; read the mailbox.
+            self.state = State.CATCHING_UP
+            actions.extend(self._fetch_if_room())
         return actions
+
+    def poke(self) -> list[Action]:
+        if self.state is State.LIVE:
+            self.state = State.CATCHING_UP
+            return self._fetch_if_room()
+        if self._fetching:
+            self._buffer_overflowed = True  # read again once this read is back
+        return []
 
     def acked(self, up_to: int) -> list[Action]:
         if up_to > self.pushed_up_to:
@@ -118,13 +143,23 @@ class PushSession:
             return self._fetch_if_room()
         return []
 
-    def _push_new(self, envelopes: list[Envelope], actions: list[Action]) -> None:
+    def _push_new(self, envelopes: list[Envelope], actions: list[Action], from_store: bool = False) -> bool:
+        """Push what is newer than what was pushed; False if a gap stopped it."""
         fresh = [envelope for envelope in envelopes if envelope.seq > self.pushed_up_to]
+        complete = True
+        if self.contiguous and not from_store:
+            fresh = sorted({envelope.seq: envelope for envelope in fresh}.values(), key=lambda e: e.seq)
+            run = 0
+            while run < len(fresh) and fresh[run].seq == self.pushed_up_to + run + 1:
+                run += 1
+            complete = run == len(fresh)
+            fresh = fresh[:run]
         if not fresh:
-            return
+            return complete
         self.pushed_up_to = fresh[-1].seq
         self._in_flight.extend(envelope.seq for envelope in fresh)
         actions.append(Push(fresh))
+        return complete
 
     def _fetch_if_room(self) -> list[Action]:
         room = self.window - self.in_flight

@@ -25,18 +25,21 @@ from parley.carrier.kannel import KannelGateway
 from parley.carrier.simulator import CarrierSimulator
 from parley.carrier.smpp import SmppGateway
 from parley.errors import ApiError
+from parley.server.broker import Broker, RedisBroker
 from parley.server.config import ServerConfig
 from parley.server.directory import Directory
 from parley.server.http_api import Api, error_response
 from parley.server.hub import Hub
 from parley.server.keys import KeyDirectory
 from parley.server.limits import Limiter
+from parley.server.metrics import CONTENT_TYPE_LATEST, CountingGateway, Metrics
 from parley.server.openapi import openapi_document
 from parley.server.sms import SmsService
-from parley.server.ws import serve_device
+from parley.server.ws import DeviceConnection, serve_device
 from parley.store.base import Store
-from parley.store.sqlite import SqliteStore
-from parley.wire import ErrorBody, ErrorInfo, json_encode
+from parley.store.factory import store_for
+from parley.store.postgres import PostgresStore
+from parley.wire import ErrorBody, ErrorInfo, NodeForget, json_encode
 
 log = logging.getLogger("parley.server")
 
@@ -69,28 +72,67 @@ def build_app(
     store: Store | None = None,
     gateway: SmsGateway | None = None,
     clock: Callable[[], int] = wall_clock_ms,
+    metrics: Metrics | None = None,
+    broker: Broker | None = None,
 ) -> Starlette:
     os.makedirs(config.data_dir, mode=0o700, exist_ok=True)
-    store = store or SqliteStore(config.database_path)
+    store = store or store_for(config.database, config.database_path)
+    metrics = metrics or Metrics()
+    if broker is None and config.broker:
+        broker = RedisBroker(
+            config.broker, config.node_id, config.broker_prefix, lambda where: metrics.errors.labels(where).inc()
+        )
     gateway = gateway or build_gateway(config, clock)
     simulator = gateway if isinstance(gateway, CarrierSimulator) else None
+    kannel_secret = config.carrier_secret if isinstance(gateway, KannelGateway) else None
+    gateway = CountingGateway(gateway, metrics)
     limiter = Limiter(clock, enabled=config.rate_limits)
     secret = load_or_create_secret(config.secret_path)
     key_directory = KeyDirectory(store, limiter)
-    directory = Directory(store, gateway, limiter, key_directory, secret, clock, make_id, SMS_SENDER)
-    hub = Hub(store, directory, clock)
+
+    def directory_changed(account_id: str, handle: str | None) -> None:
+        if broker is not None:
+            broker.to_all(NodeForget(account_id, handle or "", broker.node_id))
+
+    directory = Directory(
+        store, gateway, limiter, key_directory, secret, clock, make_id, SMS_SENDER, directory_changed
+    )
+    hub = Hub(store, directory, clock, metrics, broker)
     sms = SmsService(store, directory, hub, gateway, clock, make_id, limiter)
-    kannel_secret = config.carrier_secret if isinstance(gateway, KannelGateway) else None
     api = Api(directory, hub, key_directory, store, clock, gateway.name, simulator, sms, kannel_secret)
+    metrics.sample(
+        lambda: hub.connected,
+        lambda: store.pending_writes,
+        lambda: broker.pending if isinstance(broker, RedisBroker) else 0,
+    )
+    state = {"draining": False}
 
     async def websocket_endpoint(websocket: WebSocket) -> None:
-        await serve_device(websocket, directory, hub, store, clock, config.push_window)
+        await serve_device(websocket, directory, hub, store, clock, config.push_window, metrics)
 
     async def openapi(request: Request) -> Response:
         return JSONResponse(openapi_document())
 
     async def healthz(request: Request) -> Response:
+        """Liveness: the process is up and serving HTTP."""
         return JSONResponse({"ok": True, "connected_devices": hub.connected})
+
+    async def readyz(request: Request) -> Response:
+        """Readiness: send traffic here (the store answers, the broker is connected)."""
+        problems = []
+        if state["draining"]:
+            problems.append("shutting down")
+        try:
+            await asyncio.wait_for(store.ping(), 2.0)
+        except Exception as error:
+            problems.append(f"store: {type(error).__name__}")
+        if broker is not None and not broker.connected:
+            problems.append("broker: disconnected")
+        body = {"ready": not problems, "problems": problems, "node": config.node_id}
+        return JSONResponse(body, status_code=503 if problems else 200)
+
+    async def metrics_endpoint(request: Request) -> Response:
+        return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     async def expire_loop() -> None:
         ttl_ms = int(config.message_ttl_days * 86_400_000)
@@ -103,16 +145,29 @@ def build_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await store.open()
+        if isinstance(store, PostgresStore):
+            directory.use_secret(await store.server_secret())
+        if broker is not None:
+            await broker.start(hub.on_node_frame, hub.on_broker_resync)
         await sms.start()
         expiry = asyncio.create_task(expire_loop())
+        log.info("node %s ready (%s store%s)", config.node_id, type(store).__name__, ", broker" if broker else "")
         try:
             yield
         finally:
+            state["draining"] = True
+            closed = hub.close_all(lambda connection: _going_away(connection))
+            if closed:
+                log.info("closing %d connections for shutdown", closed)
+                await _wait_until(lambda: hub.connected == 0, config.drain_timeout_s)
             expiry.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await expiry
             await sms.stop()
-            await store.close()
+            if broker is not None:
+                await broker.stop()
+            await store.close()  # commits whatever sends are still queued
+            log.info("node %s stopped", config.node_id)
 
     handlers = api.handlers()
     routes: list[Route | WebSocketRoute] = []
@@ -122,6 +177,8 @@ def build_app(
     routes += [
         Route("/openapi.json", openapi),
         Route("/healthz", healthz),
+        Route("/readyz", readyz),
+        Route("/metrics", metrics_endpoint),
         WebSocketRoute("/v1/ws", websocket_endpoint),
     ]
 
@@ -131,6 +188,7 @@ def build_app(
 
     async def on_unexpected(request: Request, error: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
+        metrics.errors.labels("http").inc()
         body = ErrorBody(ErrorInfo(code="internal", message="the server failed; it has been logged"))
         return Response(json_encode(body), status_code=500, media_type="application/json")
 
@@ -169,6 +227,18 @@ def build_gateway(config: ServerConfig, clock: Callable[[], int]) -> SmsGateway:
             system_type=config.smpp_system_type,
         )
     raise ValueError(f"unknown carrier {config.carrier!r}; choose sim, kannel or smpp")
+
+
+def _going_away(connection: object) -> None:
+    if isinstance(connection, DeviceConnection):
+        connection.close_going_away()
+
+
+async def _wait_until(done: Callable[[], bool], timeout_s: float) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    # Polled: connections end on their own tasks, and this runs once, at shutdown.
+    while not done() and asyncio.get_running_loop().time() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.05)
 
 
 def _dispatch(

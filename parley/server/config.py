@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+import secrets
+import socket
+from dataclasses import dataclass, field
+
+from parley.store.factory import database_name
 
 DEFAULT_DATA_DIR = os.path.join(".", "parley-data")
+
+
+def default_node_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
 
 
 @dataclass(frozen=True)
@@ -29,6 +37,11 @@ class ServerConfig:
     smpp_system_id: str = ""
     smpp_password: str = ""
     smpp_system_type: str = ""
+    database: str = ""  # "" = SQLite in data_dir; or postgresql://user@host:port/name
+    broker: str = ""  # "" = one node; or redis://host:port/db to run several
+    node_id: str = field(default_factory=default_node_id)
+    log_format: str = "text"  # or "json": one object per line, for log collectors
+    drain_timeout_s: float = 10.0  # on SIGTERM: how long connections get to close
 
     @property
     def database_path(self) -> str:
@@ -37,3 +50,9 @@ class ServerConfig:
     @property
     def secret_path(self) -> str:
         return os.path.join(self.data_dir, "server.secret")
+
+    @property
+    def broker_prefix(self) -> str:
+        """Nodes sharing one database form one deployment and share channels; another
+        deployment on the same broker uses other channels."""
+        return f"parley:{database_name(self.database) or 'sqlite'}"

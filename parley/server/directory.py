@@ -2,7 +2,8 @@
 
 Holds an in-memory cache of handle → account and account → devices, because every send
 checks its device set against them. The cache is dropped for an account whenever this
-server changes that account's devices.
+server changes that account's devices, and ``on_change`` tells the other nodes to drop
+theirs (through the broker, when there are several nodes).
 """
 
 from __future__ import annotations
@@ -71,8 +72,10 @@ class Directory:
         clock: Callable[[], int],
         make_id: Callable[[str], str],
         sms_sender: str,
+        on_change: Callable[[str, str | None], None] | None = None,
     ) -> None:
         self._store = store
+        self._on_change = on_change or (lambda account_id, handle: None)
         self._gateway = gateway
         self._limiter = limiter
         self._keys = key_directory
@@ -82,6 +85,10 @@ class Directory:
         self._sms_sender = sms_sender
         self._account_of_handle: dict[str, str | None] = {}
         self._accounts: dict[str, Account] = {}
+
+    def use_secret(self, secret: bytes) -> None:
+        """Key code hashes with the deployment's shared secret (several nodes)."""
+        self._secret = secret
 
     # --- registration ---
 
@@ -134,7 +141,7 @@ class Directory:
                 ErrorCode.TOO_MANY_DEVICES,
                 f"this account already has {MAX_DEVICES_PER_ACCOUNT} devices; unlink one first",
             )
-        self.forget(outcome.account_id, handle)
+        self._changed(outcome.account_id, handle)
         await self._keys.store_prekeys(record, request.one_time_keys, request.fallback_key)
         return Registered(
             account_id=outcome.account_id, device_id=device_id, handle=handle, credential=f"{device_id}.{secret}"
@@ -177,7 +184,7 @@ class Directory:
         if record is None or record.account_id != account_id:
             raise ApiError(404, ErrorCode.NOT_FOUND, "no such device on this account")
         await self._store.remove_device(device_id)
-        self.forget(account_id)
+        self._changed(account_id, None)
 
     # --- lookups ---
 
@@ -230,6 +237,15 @@ class Directory:
         self._accounts.pop(account_id, None)
         if handle is not None:
             self._account_of_handle.pop(handle, None)
+
+    def forget_all(self) -> None:
+        """Drop the whole cache (changes on other nodes may have gone unheard)."""
+        self._accounts.clear()
+        self._account_of_handle.clear()
+
+    def _changed(self, account_id: str, handle: str | None) -> None:
+        self.forget(account_id, handle)
+        self._on_change(account_id, handle)
 
     def _remember_handle(self, handle: str, account_id: str | None) -> None:
         if len(self._account_of_handle) >= CACHE_LIMIT:

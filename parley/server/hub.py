@@ -9,6 +9,11 @@ The carrier path: a send to numbers on Parley starts fallback watches in the sam
 call (``core.fallback`` decides which); an ack settles them. The SMS service
 (``parley.server.sms``) writes its envelopes (fallback notices, SMS status, inbound
 SMS) through :meth:`Hub.deliver` and :meth:`Hub.commit_copies`.
+
+With several nodes (a :class:`~parley.server.broker.Broker`), a target device that is
+not connected here may be connected to another node: the hub sends its stored envelopes
+to that device's broker channel, and the node holding it pushes them through its own
+hub. The broker is a thin layer under the hub, never a second writer of mailboxes.
 """
 
 from __future__ import annotations
@@ -21,9 +26,23 @@ from typing import Protocol
 from parley.core import fallback, fanout, handles
 from parley.core.receipts import plan_receipts
 from parley.errors import ApiError, InvalidHandle
+from parley.server.broker import Broker
 from parley.server.directory import Directory
+from parley.server.metrics import Metrics
 from parley.store.base import DeviceRecord, NewEnvelope, Store
-from parley.wire import DeliveryReceipt, Envelope, ErrorCode, SendAccepted, SendRequest, frame_encode
+from parley.wire import (
+    MAX_BODY_BYTES,
+    DeliveryReceipt,
+    Envelope,
+    ErrorCode,
+    NodeDeliver,
+    NodeForget,
+    NodeFrame,
+    NodeKick,
+    SendAccepted,
+    SendRequest,
+    frame_encode,
+)
 
 log = logging.getLogger("parley.hub")
 
@@ -32,6 +51,10 @@ class LiveConnection(Protocol):
     """What the hub needs of a connected device (see ``parley.server.ws``)."""
 
     def live(self, envelopes: list[Envelope]) -> None: ...
+
+    def poke(self) -> None:
+        """The mailbox may hold envelopes this connection was not told about."""
+        ...
 
     def close_replaced(self) -> None: ...
 
@@ -46,34 +69,96 @@ class SendPlan:
     fallbacks: list[fallback.Fallback]
 
 
+# Envelopes for one device larger than this travel as a bare "read your mailbox".
+MAX_CARRIED_BYTES = 4 * MAX_BODY_BYTES
+
+
 class Hub:
-    def __init__(self, store: Store, directory: Directory, clock: Callable[[], int]) -> None:
+    def __init__(
+        self,
+        store: Store,
+        directory: Directory,
+        clock: Callable[[], int],
+        metrics: Metrics | None = None,
+        broker: Broker | None = None,
+    ) -> None:
         self._store = store
         self._directory = directory
         self._clock = clock
+        self._metrics = metrics or Metrics()
+        self._broker = broker
         self._connections: dict[str, LiveConnection] = {}
+
+    @property
+    def contiguous(self) -> bool:
+        """Whether live envelopes may come from several writers (see PushSession)."""
+        return self._broker is not None
 
     # --- connections ---
 
-    def attach(self, device_id: str, connection: LiveConnection) -> None:
+    async def attach(self, device_id: str, connection: LiveConnection) -> None:
+        """Register a live connection; returns once it will be told of every commit."""
         previous = self._connections.get(device_id)
         self._connections[device_id] = connection
         if previous is not None and previous is not connection:
             previous.close_replaced()
+        if self._broker is not None:
+            await self._broker.watch(device_id)
+            # An older connection of this device on another node is stale: close it.
+            self._broker.to_device(device_id, NodeKick(device_id, keep_node=self._broker.node_id))
+            self._metrics.broker_frames.labels("out").inc()
 
     def detach(self, device_id: str, connection: LiveConnection) -> None:
         if self._connections.get(device_id) is connection:
             del self._connections[device_id]
+        if self._broker is not None:
+            self._broker.unwatch(device_id)
 
     @property
     def connected(self) -> int:
         return len(self._connections)
 
     def disconnect(self, device_id: str) -> None:
-        """Close a device's live connection (it was unlinked)."""
+        """Close a device's live connection, on whichever node (it was unlinked)."""
         connection = self._connections.pop(device_id, None)
         if connection is not None:
             connection.close_replaced()
+        if self._broker is not None:
+            self._broker.to_device(device_id, NodeKick(device_id))
+
+    def close_all(self, close: Callable[[LiveConnection], None]) -> int:
+        """Close every live connection (the node is shutting down); return how many."""
+        connections = list(self._connections.values())
+        for connection in connections:
+            close(connection)
+        return len(connections)
+
+    # --- what other nodes say (over the broker) ---
+
+    def on_node_frame(self, frame: NodeFrame) -> None:
+        self._metrics.broker_frames.labels("in").inc()
+        if type(frame) is NodeDeliver:
+            connection = self._connections.get(frame.device_id)
+            if connection is None:
+                return
+            if frame.envelopes:
+                self._metrics.envelopes_pushed.inc(len(frame.envelopes))
+                connection.live(frame.envelopes)
+            else:
+                connection.poke()
+        elif type(frame) is NodeKick:
+            if self._broker is not None and frame.keep_node != self._broker.node_id:
+                connection = self._connections.pop(frame.device_id, None)
+                if connection is not None:
+                    connection.close_replaced()
+        elif type(frame) is NodeForget and (self._broker is None or frame.from_node != self._broker.node_id):
+            self._directory.forget(frame.account_id, frame.handle or None)
+
+    def on_broker_resync(self) -> None:
+        """The broker was away: anything may have been missed. Read from the store."""
+        self._directory.forget_all()
+        for connection in list(self._connections.values()):
+            connection.poke()
 
     # --- sending ---
 
@@ -135,10 +220,15 @@ class Hub:
         The store call is queued before this coroutine's first suspension, so sends
         committed in the order their ``commit`` tasks were created keep that order.
         """
-        submitted = await self._store.submit(
-            plan.sender.device_id, plan.message_id, plan.envelopes, self._clock(), plan.fallbacks
-        )
-        if not submitted.duplicate:
+        with self._metrics.commit_seconds.time():
+            submitted = await self._store.submit(
+                plan.sender.device_id, plan.message_id, plan.envelopes, self._clock(), plan.fallbacks
+            )
+        if submitted.duplicate:
+            self._metrics.duplicates.inc()
+        else:
+            self._metrics.messages.inc()
+            self._metrics.envelopes_stored.labels("message").inc(len(submitted.envelopes))
             self._push(submitted.device_ids, submitted.envelopes)
         return SendAccepted(message_id=plan.message_id, duplicate=submitted.duplicate)
 
@@ -150,6 +240,7 @@ class Hub:
     async def ack(self, device: DeviceRecord, up_to: int) -> int:
         """Remove what the device acked and tell the senders it was delivered."""
         acked = await self._store.ack(device.device_id, up_to)
+        self._metrics.acked.inc(len(acked))
         plans = plan_receipts(acked, device.account_id)
         if not plans:
             return len(acked)
@@ -182,6 +273,8 @@ class Hub:
         if not envelopes:
             return
         stored = await self._store.enqueue(envelopes)
+        for kind in {e.kind for e in envelopes}:
+            self._metrics.envelopes_stored.labels(kind).inc(sum(1 for e in envelopes if e.kind == kind))
         self._push([e.device_id for e in envelopes], stored)
 
     async def commit_copies(self, sender: DeviceRecord, message_id: str, copies: list[NewEnvelope]) -> None:
@@ -193,7 +286,14 @@ class Hub:
     def _push(self, device_ids: list[str], envelopes: list[Envelope]) -> None:
         by_device: dict[str, list[Envelope]] = {}
         for device_id, envelope in zip(device_ids, envelopes, strict=True):
-            if envelope.seq and device_id in self._connections:
+            if envelope.seq and (self._broker is not None or device_id in self._connections):
                 by_device.setdefault(device_id, []).append(envelope)
         for device_id, batch in by_device.items():
-            self._connections[device_id].live(batch)
+            connection = self._connections.get(device_id)
+            if connection is not None:
+                self._metrics.envelopes_pushed.inc(len(batch))
+                connection.live(batch)
+            elif self._broker is not None:
+                carried = sum(len(envelope.body) for envelope in batch) <= MAX_CARRIED_BYTES
+                self._broker.to_device(device_id, NodeDeliver(device_id, batch if carried else []))
+                self._metrics.broker_frames.labels("out").inc()

@@ -22,6 +22,7 @@ from parley.core.session import AckBeyondPushed, Fetch, Push, PushSession
 from parley.errors import ApiError
 from parley.server.directory import Directory
 from parley.server.hub import Hub
+from parley.server.metrics import Metrics
 from parley.store.base import DeviceRecord, Store
 from parley.wire import (
     Ack,
@@ -55,7 +56,13 @@ def bearer(headers: Any) -> str:
 
 
 async def serve_device(
-    websocket: WebSocket, directory: Directory, hub: Hub, store: Store, clock: Callable[[], int], window: int
+    websocket: WebSocket,
+    directory: Directory,
+    hub: Hub,
+    store: Store,
+    clock: Callable[[], int],
+    window: int,
+    metrics: Metrics,
 ) -> None:
     """Run one device's connection from handshake to close."""
     await websocket.accept()
@@ -64,20 +71,28 @@ async def serve_device(
     except ApiError as error:
         await websocket.close(WsClose.UNAUTHORIZED, error.message)
         return
-    connection = DeviceConnection(websocket, device, hub, store, clock, window)
+    connection = DeviceConnection(websocket, device, hub, store, clock, window, metrics)
     await connection.run()
 
 
 class DeviceConnection:
     def __init__(
-        self, websocket: WebSocket, device: DeviceRecord, hub: Hub, store: Store, clock: Callable[[], int], window: int
+        self,
+        websocket: WebSocket,
+        device: DeviceRecord,
+        hub: Hub,
+        store: Store,
+        clock: Callable[[], int],
+        window: int,
+        metrics: Metrics,
     ) -> None:
         self._websocket = websocket
         self._device = device
         self._hub = hub
         self._store = store
         self._clock = clock
-        self._session = PushSession(window)
+        self._metrics = metrics
+        self._session = PushSession(window, contiguous=hub.contiguous)
         self._frames: list[bytes] = []
         self._envelopes: list[Envelope] = []
         self._wake = asyncio.Event()
@@ -89,9 +104,11 @@ class DeviceConnection:
     async def run(self) -> None:
         device = self._device
         self._queue(Hello(device_id=device.device_id, account_id=device.account_id, server_time_ms=self._clock()))
-        self._hub.attach(device.device_id, self)
         writer = asyncio.create_task(self._write_loop())
         try:
+            # Attached (and subscribed on the broker) before the first read of the
+            # mailbox, so nothing committed from here on can be missed.
+            await self._hub.attach(device.device_id, self)
             self._apply(self._session.start())
             await self._read_loop()
         finally:
@@ -109,8 +126,14 @@ class DeviceConnection:
     def live(self, envelopes: list[Envelope]) -> None:
         self._apply(self._session.live(envelopes))
 
+    def poke(self) -> None:
+        self._apply(self._session.poke())
+
     def close_replaced(self) -> None:
         self._close(WsClose.REPLACED, "this device connected again elsewhere, or was unlinked")
+
+    def close_going_away(self) -> None:
+        self._close(WsClose.GOING_AWAY, "the server is shutting down; reconnect")
 
     # --- reading ---
 
@@ -156,6 +179,7 @@ class DeviceConnection:
             self._queue(Sent(message_id=message_id, duplicate=accepted.duplicate))
             return
         log.error("commit failed for a send from device %s: %r", self._device.device_id, error)
+        self._metrics.errors.labels("commit").inc()
         info = ErrorInfo(code=ErrorCode.UNAVAILABLE, message="the server could not store the message; retry")
         self._queue(Refused(message_id=message_id, error=info))
 
@@ -191,6 +215,7 @@ class DeviceConnection:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("connection task failed for device %s: %r", self._device.device_id, task.exception())
+            self._metrics.errors.labels("connection").inc()
             self._close(WsClose.GOING_AWAY, "server error; reconnect")
 
     # --- writing ---

@@ -77,7 +77,18 @@ class Registration:
 class Store(Protocol):
     async def open(self) -> None: ...
 
-    async def close(self) -> None: ...
+    async def close(self) -> None:
+        """Commit what is queued, then release everything."""
+        ...
+
+    async def ping(self) -> None:
+        """Raise if the store cannot serve requests now (readiness checks)."""
+        ...
+
+    @property
+    def pending_writes(self) -> int:
+        """Writes queued for the next commit (a metric: how far behind the store is)."""
+        ...
 
     # --- accounts, handles, devices ---
 

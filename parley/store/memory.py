@@ -33,6 +33,13 @@ class MemoryStore:
     async def close(self) -> None:
         pass
 
+    async def ping(self) -> None:
+        pass
+
+    @property
+    def pending_writes(self) -> int:
+        return 0
+
     async def account_for_handle(self, handle: str) -> str | None:
         return self._handles.get(handle)
 

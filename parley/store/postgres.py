@@ -18,7 +18,6 @@ migrates it to the version this Parley needs.
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import replace
 from typing import Any
 
@@ -66,6 +65,11 @@ class PostgresStore:
 
     async def ping(self) -> None:
         await self._pool.fetchval("SELECT 1")
+
+    async def server_secret(self) -> bytes:
+        """The deployment's secret, shared by every node (made by the first migration)."""
+        secret: bytes = await self._pool.fetchval("SELECT secret FROM server_secret WHERE id = 1")
+        return secret
 
     @property
     def pending_writes(self) -> int:
@@ -243,7 +247,7 @@ async def write_batch(db: Any, batch: list[WriteCall]) -> list[Any]:
             writing.append(call)
         else:
             writing.append(None)
-    targets = sorted(Counter(new.device_id for call in writing if call for new in call.envelopes))
+    targets = sorted({new.device_id for call in writing if call for new in call.envelopes})
     heads: dict[str, int] = {}
     if targets:
         rows = await db.fetch(
@@ -254,12 +258,12 @@ async def write_batch(db: Any, batch: list[WriteCall]) -> list[Any]:
         heads = {row[0]: row[1] for row in rows}
     results: list[Any] = []
     stored: list[tuple[str, Envelope]] = []
-    for call, original in zip(writing, batch, strict=True):
-        if call is None:
+    for accepted_call, original in zip(writing, batch, strict=True):
+        if accepted_call is None:
             results.append(Submitted(True, [], []))
             continue
         envelopes = []
-        for new in call.envelopes:
+        for new in accepted_call.envelopes:
             seq = 0
             if new.device_id in heads:
                 heads[new.device_id] += 1
@@ -280,7 +284,7 @@ async def write_batch(db: Any, batch: list[WriteCall]) -> list[Any]:
         if original.key is None:
             results.append(envelopes)
         else:
-            results.append(Submitted(False, envelopes, [new.device_id for new in call.envelopes]))
+            results.append(Submitted(False, envelopes, [new.device_id for new in accepted_call.envelopes]))
     if stored:
         await db.execute(
             "WITH bumped AS (UPDATE mailbox_heads SET last_seq = h.last_seq"

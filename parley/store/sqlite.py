@@ -152,6 +152,13 @@ class SqliteStore:
         self._reader.stop()
         self._writer.stop()
 
+    async def ping(self) -> None:
+        await self._reader.call(_ping)
+
+    @property
+    def pending_writes(self) -> int:
+        return self._writer.pending
+
     # --- accounts, handles, devices ---
 
     async def account_for_handle(self, handle: str) -> str | None:
@@ -255,6 +262,10 @@ class SqliteStore:
 
 
 # The functions below run on a worker thread, each inside the worker's transaction.
+
+
+def _ping(db: sqlite3.Connection) -> None:
+    db.execute("SELECT 1").fetchone()
 
 
 def _account_for_handle(db: sqlite3.Connection, handle: str) -> str | None:

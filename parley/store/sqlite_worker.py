@@ -46,6 +46,10 @@ class SqliteWorker:
         if self._startup_error is not None:
             raise self._startup_error
 
+    @property
+    def pending(self) -> int:
+        return self._queue.qsize()
+
     async def call(self, work: Callable[..., T], *args: Any) -> T:
         assert self._loop is not None, "worker not started"
         future: asyncio.Future[T] = self._loop.create_future()

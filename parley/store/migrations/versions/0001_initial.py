@@ -6,6 +6,9 @@ Revises:
 
 from __future__ import annotations
 
+import secrets
+
+import sqlalchemy as sa
 from alembic import op
 
 revision = "0001"
@@ -67,15 +70,21 @@ CREATE TABLE mailbox (
     PRIMARY KEY (device_id, seq)
 );
 CREATE INDEX mailbox_by_time ON mailbox(sent_at_ms);
+-- The deployment's own secret (it keys code hashes): one for every node, made here once.
+CREATE TABLE server_secret (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    secret BYTEA NOT NULL
+);
 """
 
-TABLES = ["mailbox", "mailbox_heads", "sent_ids", "codes", "devices", "handles", "accounts"]
+TABLES = ["server_secret", "mailbox", "mailbox_heads", "sent_ids", "codes", "devices", "handles", "accounts"]
 
 
 def upgrade() -> None:
     for statement in SCHEMA.split(";"):
         if statement.strip():
             op.execute(statement)
+    op.execute(sa.text("INSERT INTO server_secret VALUES (1, :secret)").bindparams(secret=secrets.token_bytes(32)))
 
 
 def downgrade() -> None:

@@ -16,7 +16,7 @@ from typing import Any
 
 from parley.client.device import Device, Event, Received, StateChanged, Unreadable, VerificationStep
 from parley.client.profile import COULD_NOT_DECRYPT, PLACEHOLDER_STATES, StoredMessage
-from parley.errors import ParleyError, UsageError
+from parley.errors import ParleyError, Unreachable, UsageError
 
 STATE_LABELS = {
     "held": "Held: safety number changed; parley verify",
@@ -90,7 +90,28 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--no-rate-limits", action="store_true", help="for benchmarks only: allow unlimited registrations"
     )
+    serve.add_argument(
+        "--database",
+        default=os.environ.get("PARLEY_DATABASE", ""),
+        help="postgresql://USER@HOST:PORT/NAME (default: SQLite in the data folder; env PARLEY_DATABASE)",
+    )
+    serve.add_argument(
+        "--broker",
+        default=os.environ.get("PARLEY_BROKER", ""),
+        help="redis://HOST:PORT/DB to run several nodes on one PostgreSQL database (env PARLEY_BROKER)",
+    )
+    serve.add_argument("--node-id", default=None, help="this node's name in logs and metrics (default: host-pid)")
+    serve.add_argument("--log-format", default="text", choices=["text", "json"])
     serve.set_defaults(run=run_serve)
+
+    migrate = commands.add_parser("migrate", help="create or upgrade a PostgreSQL database's schema")
+    migrate.add_argument(
+        "--database",
+        default=os.environ.get("PARLEY_DATABASE", ""),
+        required="PARLEY_DATABASE" not in os.environ,
+        help="postgresql://USER@HOST:PORT/NAME (env PARLEY_DATABASE)",
+    )
+    migrate.set_defaults(run=run_migrate)
 
     register = commands.add_parser("register", help="register this device for a phone number")
     register.add_argument("--server", required=True, help="server URL, e.g. http://127.0.0.1:8080")
@@ -178,9 +199,18 @@ def add_profile(parser: argparse.ArgumentParser) -> None:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    from parley.server.config import DEFAULT_DATA_DIR, ServerConfig
+    from parley.server.config import DEFAULT_DATA_DIR, ServerConfig, default_node_id
     from parley.server.run import serve
+    from parley.store.factory import is_postgres
 
+    if args.broker:
+        if not args.broker.startswith(("redis://", "rediss://")):
+            raise UsageError("--broker takes a redis://HOST:PORT/DB URL")
+        if not is_postgres(args.database):
+            raise UsageError("several nodes share one PostgreSQL database: --broker needs --database postgresql://...")
+    if args.database:
+        # Migrate before the server starts, so a bad URL or a newer schema is one line here.
+        migrate_database(args.database)
     config = ServerConfig(
         host=args.host,
         port=args.port,
@@ -198,6 +228,10 @@ def run_serve(args: argparse.Namespace) -> int:
         smpp_system_id=args.smpp_system_id,
         smpp_password=args.smpp_password,
         smpp_system_type=args.smpp_system_type,
+        database=args.database,
+        broker=args.broker,
+        node_id=args.node_id or default_node_id(),
+        log_format=args.log_format,
     )
     try:
         from parley.server.app import build_gateway
@@ -207,6 +241,33 @@ def run_serve(args: argparse.Namespace) -> int:
         raise UsageError(str(error)) from None
     serve(config)
     return 0
+
+
+def run_migrate(args: argparse.Namespace) -> int:
+    before, after = migrate_database(args.database)
+    if before == after:
+        print(f"Schema is current (version {after}).")
+    else:
+        print(f"Schema upgraded from {before or 'empty'} to version {after}.")
+    return 0
+
+
+def migrate_database(database: str) -> tuple[str | None, str]:
+    from parley.store import pg_migrate
+    from parley.store.factory import is_postgres
+
+    if not is_postgres(database):
+        raise UsageError("--database takes a postgresql://... URL (SQLite migrates itself at start)")
+    try:
+        return asyncio.run(pg_migrate.upgrade(database))
+    except (OSError, TimeoutError) as error:
+        raise Unreachable(f"cannot reach the database: {error}") from None
+    except RuntimeError as error:
+        raise UsageError(str(error)) from None
+    except Exception as error:
+        # SQLAlchemy wraps the driver's error as "(driver.Error) reason\n(Background ...)".
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise UsageError(f"the database refused: {reason.split(') ', 1)[-1]}") from None
 
 
 def run_register(args: argparse.Namespace) -> int:

@@ -16,20 +16,23 @@ from parley.core.codes import PendingCode
 from parley.core.receipts import AckedEnvelope
 from parley.store.base import DeviceRecord, NewEnvelope, Registration, Store, Submitted
 from parley.store.memory import MemoryStore
+from parley.store.postgres import PostgresStore
 from parley.store.sqlite import SqliteStore
 from parley.wire import Envelope, EnvelopeKind
 
-# Every implementation, by name. A factory gets a private temporary folder.
-# The PostgreSQL store goes here (skip via tests.conftest.require_peer when no server runs).
-STORE_FACTORIES: dict[str, Callable[[Path], Store]] = {
-    "memory": lambda tmp_path: MemoryStore(),
-    "sqlite": lambda tmp_path: SqliteStore(str(tmp_path / "parley.db")),
+# Every implementation, by name. A factory gets a private temporary folder, and the
+# test's request to ask for fixtures it needs: PostgreSQL gets a fresh database of its own
+# (``postgres_url`` skips, or fails in CI, when no server runs).
+STORE_FACTORIES: dict[str, Callable[[Path, pytest.FixtureRequest], Store]] = {
+    "memory": lambda tmp_path, request: MemoryStore(),
+    "sqlite": lambda tmp_path, request: SqliteStore(str(tmp_path / "parley.db")),
+    "postgresql": lambda tmp_path, request: PostgresStore(request.getfixturevalue("postgres_url")),
 }
 
 
 @pytest.fixture(params=list(STORE_FACTORIES))
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    implementation = STORE_FACTORIES[request.param](tmp_path)
+    implementation = STORE_FACTORIES[request.param](tmp_path, request)
     await implementation.open()
     try:
         yield implementation

@@ -148,3 +148,29 @@ def test_alice_on_node1_and_bob_on_node2_through_restarts(
     sent = [m for m in alice_history if m["direction"] == "out"]
     assert [m["text"] for m in sent] == ["a1", "a2", "a3", "a4", "a5", "a6"]
     assert all(m["state"] == "delivered" for m in sent[:-1]), sent
+
+
+def test_a_device_added_or_unlinked_on_one_node_is_seen_by_the_other_at_once(
+    cli: Cli, nodes: tuple[ServerProcess, ServerProcess], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    node1, node2 = nodes
+    cli.run("register", "--server", node1.url, "--phone", ALICE, "--profile", "alice")
+    cli.run("register", "--server", node2.url, "--phone", BOB, "--profile", "bob-phone")
+    send(cli, "alice", BOB, "one device")  # node 1 now caches Bob's account: one device
+
+    # Bob adds a laptop on node 2. Node 1 must drop its cached device list at once, or
+    # Alice's next send (naming both devices) would be refused as stale, again and again.
+    cli.run("register", "--server", node2.url, "--phone", BOB, "--profile", "bob-laptop")
+    send(cli, "alice", BOB, "two devices")
+    laptop = [m["text"] for m in history(cli, "bob-laptop") if m["direction"] == "in"]
+    assert laptop == ["two devices"]
+
+    # And unlinks it on node 2: node 1 must stop expecting it.
+    monkeypatch.setenv("PARLEY_HOME", str(cli.home))
+    profile = Profile.open("bob-laptop")
+    laptop_id = profile.require("device_id")
+    profile.close()
+    cli.run("unlink", "--profile", "bob-phone", laptop_id)
+    send(cli, "alice", BOB, "one device again")
+    phone = [m["text"] for m in history(cli, "bob-phone") if m["direction"] == "in"]
+    assert phone == ["one device", "two devices", "one device again"]

@@ -172,14 +172,20 @@ class RedisBroker:
                 self._handle(message)
 
     async def _do_todo(self) -> None:
-        while self._todo:
-            action, channel = self._todo[0]
-            wanted = channel in self._watching
-            if action == "subscribe" and wanted:
-                await self._pubsub.subscribe(channel)
-            elif action == "unsubscribe" and not wanted:
-                await self._pubsub.unsubscribe(channel)
-            self._todo.pop(0)
+        """Send the queued (un)subscriptions, many channels per command."""
+        if not self._todo:
+            return
+        todo, self._todo = self._todo, []
+        subscribe = [c for a, c in dict.fromkeys(todo) if a == "subscribe" and c in self._watching]
+        unsubscribe = [c for a, c in dict.fromkeys(todo) if a == "unsubscribe" and c not in self._watching]
+        try:
+            if subscribe:
+                await self._pubsub.subscribe(*subscribe)
+            if unsubscribe:
+                await self._pubsub.unsubscribe(*unsubscribe)
+        except BaseException:
+            self._todo = todo + self._todo  # not sent: try again once reconnected
+            raise
 
     def _handle(self, message: dict[str, Any]) -> None:
         kind = message.get("type")

@@ -33,12 +33,14 @@ RETRYABLE = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
 
 @dataclass
 class WriteCall:
-    """One ``submit`` (``key`` set) or ``enqueue`` (``key`` None), waiting for a batch."""
+    """One call waiting for a batch: a ``submit`` (``key`` set), an ``enqueue`` (``key``
+    None), or an ``ack`` (``ack`` set: device id and up-to seq; no envelopes)."""
 
     key: tuple[str, str] | None  # (sender_device, message_id)
     envelopes: list[NewEnvelope]
     now_ms: int
     future: asyncio.Future[Any] = field(repr=False)
+    ack: tuple[str, int] | None = None
 
 
 BatchWriter = Callable[[Any, list[WriteCall]], Awaitable[list[Any]]]
@@ -59,11 +61,17 @@ class GroupCommitter:
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="parley-pg-writer")
 
-    async def call(self, key: tuple[str, str] | None, envelopes: list[NewEnvelope], now_ms: int) -> Any:
+    async def call(
+        self,
+        key: tuple[str, str] | None,
+        envelopes: list[NewEnvelope],
+        now_ms: int,
+        ack: tuple[str, int] | None = None,
+    ) -> Any:
         if self._task is None or self._task.done():
             raise RuntimeError("the store is closed")
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(WriteCall(key, envelopes, now_ms, future))
+        self._queue.put_nowait(WriteCall(key, envelopes, now_ms, future, ack))
         return await future
 
     async def stop(self) -> None:

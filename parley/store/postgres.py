@@ -1,7 +1,7 @@
 """The PostgreSQL store: for several server nodes sharing one database.
 
 asyncpg with a connection pool. Reads go straight to the pool; mailbox writes
-(``submit``, ``enqueue``) go through one group-commit writer per node
+(``submit``, ``enqueue``, ``ack``) go through one group-commit writer per node
 (:mod:`parley.store.pg_writer`); everything else is a short transaction of its own.
 Every method returns after PostgreSQL has committed (``synchronous_commit`` as the
 server is configured: ``on`` by default, which is durable).
@@ -168,14 +168,9 @@ class PostgresStore:
         return [Envelope(*row) for row in rows[:limit]], len(rows) > limit
 
     async def ack(self, device_id: str, up_to: int) -> list[AckedEnvelope]:
-        rows = await self._pool.fetch(
-            "WITH gone AS (DELETE FROM mailbox WHERE device_id = $1 AND seq <= $2"
-            " RETURNING seq, message_id, kind, sender_account)"
-            " SELECT message_id, kind, sender_account FROM gone ORDER BY seq",
-            device_id,
-            up_to,
-        )
-        return [AckedEnvelope(*row) for row in rows]
+        assert self._writer is not None, "store not open"
+        result: list[AckedEnvelope] = await self._writer.call(None, [], 0, ack=(device_id, up_to))
+        return result
 
     async def expire(self, before_ms: int) -> int:
         async with self._pool.acquire() as db, db.transaction():
@@ -217,15 +212,38 @@ async def _register_device(
     return Registration(account_id, created)
 
 
-async def write_batch(db: Any, batch: list[WriteCall]) -> list[Any]:
-    """Commit a batch of submits and enqueues in a few set-based statements.
+async def _ack_batch(db: Any, acks: list[WriteCall]) -> dict[int, list[AckedEnvelope]]:
+    """Delete every acked envelope at once; give each ack call what it removed."""
+    rows = await db.fetch(
+        "WITH gone AS (DELETE FROM mailbox m USING unnest($1::text[], $2::bigint[]) AS a(device_id, up_to)"
+        " WHERE m.device_id = a.device_id AND m.seq <= a.up_to"
+        " RETURNING m.device_id, m.seq, m.message_id, m.kind, m.sender_account)"
+        " SELECT * FROM gone ORDER BY device_id, seq",
+        [call.ack[0] for call in acks if call.ack],
+        [call.ack[1] for call in acks if call.ack],
+    )
+    removed: dict[int, list[AckedEnvelope]] = {id(call): [] for call in acks}
+    for device_id, seq, message_id, kind, sender_account in rows:
+        # The first ack (in call order) of this device that covers the seq removed it.
+        owner = next(c for c in acks if c.ack is not None and c.ack[0] == device_id and seq <= c.ack[1])
+        removed[id(owner)].append(AckedEnvelope(message_id, kind, sender_account))
+    return removed
 
-    1. Idempotency keys, sorted (so concurrent batches take their locks in one order):
+
+async def write_batch(db: Any, batch: list[WriteCall]) -> list[Any]:
+    """Commit a batch of submits, enqueues and acks in a few set-based statements.
+
+    1. Acks: one DELETE for all of them (they touch only envelopes already committed).
+    2. Idempotency keys, sorted (so concurrent batches take their locks in one order):
        a key already stored, or repeated earlier in this batch, makes its call a duplicate.
-    2. Lock the counter rows of every target mailbox, in device id order.
-    3. Hand out seqs in call order; a device that is gone gets seq 0 and nothing stored.
-    4. Store the counters and the envelopes in one statement.
+    3. Lock the counter rows of every target mailbox, in device id order.
+    4. Hand out seqs in call order; a device that is gone gets seq 0 and nothing stored.
+    5. Store the counters and the envelopes in one statement.
     """
+    original_batch = batch
+    acks = [call for call in batch if call.ack is not None]
+    acked = await _ack_batch(db, acks) if acks else {}
+    batch = [call for call in batch if call.ack is None]
     keys = sorted({call.key: call.now_ms for call in batch if call.key is not None}.items())
     accepted: set[tuple[str, str]] = set()
     if keys:
@@ -306,4 +324,7 @@ async def write_batch(db: Any, batch: list[WriteCall]) -> list[Any]:
             [e.sent_at_ms for _, e in stored],
             [e.body for _, e in stored],
         )
-    return results
+    if not acked:
+        return results
+    writes = iter(results)
+    return [acked[id(call)] if call.ack is not None else next(writes) for call in original_batch]

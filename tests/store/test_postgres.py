@@ -133,3 +133,19 @@ async def test_close_commits_what_was_queued(postgres_url: str) -> None:
     assert all(not s.exception() for s in sends)
     async with opened(postgres_url) as again:
         assert await again.queued_count("dR") == 20
+
+
+async def test_acks_batched_together_each_get_what_they_removed(postgres_url: str) -> None:
+    async with opened(postgres_url) as store:
+        await store.register_device("tel:+1", "a1", device("dR"), 10)
+        await store.register_device("tel:+2", "a2", device("dQ"), 10)
+        for i in range(6):
+            await store.submit("dS", f"m{i}", [envelope("dR", f"m{i}"), envelope("dQ", f"m{i}")], 1)
+        first, second, other, again = await asyncio.gather(
+            store.ack("dR", 3), store.ack("dR", 5), store.ack("dQ", 6), store.ack("dR", 2)
+        )
+        assert [a.message_id for a in first] == ["m0", "m1", "m2"]
+        assert [a.message_id for a in second] == ["m3", "m4"]
+        assert [a.message_id for a in other] == [f"m{i}" for i in range(6)]
+        assert again == []
+        assert await store.queued_count("dR") == 1

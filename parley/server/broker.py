@@ -90,7 +90,9 @@ class RedisBroker:
     async def start(self, on_frame: Callable[[NodeFrame], None], on_resync: Callable[[], None]) -> None:
         self._on_frame = on_frame
         self._on_resync = on_resync
-        self._client = redis.from_url(self._url, health_check_interval=10, socket_connect_timeout=5)
+        self._client = redis.from_url(
+            self._url, health_check_interval=10, socket_connect_timeout=5, client_name=f"parley-{self.node_id}"
+        )
         self._pubsub = self._client.pubsub()
         await self._pubsub.subscribe(self.directory_channel)
         self._connected = True

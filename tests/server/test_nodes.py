@@ -174,3 +174,46 @@ def test_a_device_added_or_unlinked_on_one_node_is_seen_by_the_other_at_once(
     send(cli, "alice", BOB, "one device again")
     phone = [m["text"] for m in history(cli, "bob-phone") if m["direction"] == "in"]
     assert phone == ["one device", "two devices", "one device again"]
+
+
+def test_a_node_whose_broker_connection_drops_catches_up(
+    cli: Cli, nodes: tuple[ServerProcess, ServerProcess], redis_url: str
+) -> None:
+    """Redis drops node 2's connections (as in a Redis restart or a network blip): what
+    was published meanwhile is lost by pub/sub, but node 2 reconnects, re-subscribes, and
+    has every connected device read its mailbox."""
+    import asyncio
+
+    import redis.asyncio as redis
+
+    node1, node2 = nodes
+    cli.run("register", "--server", node1.url, "--phone", ALICE, "--profile", "alice")
+    cli.run("register", "--server", node2.url, "--phone", BOB, "--profile", "bob")
+    bob = Watcher(cli, "bob")
+    try:
+        time.sleep(1.0)
+        send(cli, "alice", BOB, "before")
+        assert bob.messages(1, within_s=5) == ["before"]
+
+        async def drop_node2() -> int:
+            client = redis.from_url(redis_url)
+            try:
+                killed = 0
+                for entry in await client.client_list():
+                    if entry.get("name") == "parley-node2":
+                        killed += await client.client_kill_filter(_id=entry["id"])
+                return killed
+            finally:
+                await client.aclose()
+
+        assert asyncio.run(drop_node2()) >= 1
+        send(cli, "alice", BOB, "during")
+        send(cli, "alice", BOB, "after")
+        assert bob.messages(2, within_s=15) == ["during", "after"]
+        deadline = time.monotonic() + 10
+        while not httpx.get(f"{node2.url}/readyz").json()["ready"]:
+            assert time.monotonic() < deadline, "node 2 did not reconnect to the broker"
+            time.sleep(0.2)
+        assert "broker connection restored" in node2.log()
+    finally:
+        bob.stop()

@@ -476,3 +476,13 @@ async def test_queued_count_follows_submits_and_acks(store: Store) -> None:
     await store.ack("bob-phone", (await seqs(store, "bob-phone"))[1])
     assert await store.queued_count("bob-phone") == 2
     assert await store.queued_count("nobody") == 0
+
+
+# --- operations -------------------------------------------------------------------------
+
+
+async def test_an_open_store_answers_ping_and_has_nothing_pending_when_idle(store: Store) -> None:
+    await store.ping()
+    await with_devices(store)
+    await submit(store, "m1", "bob-phone")
+    assert store.pending_writes == 0

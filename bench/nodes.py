@@ -31,11 +31,17 @@ from pathlib import Path
 
 import asyncpg
 import httpx
+import psutil
 from websockets.asyncio.client import ClientConnection, connect
 
 from parley.wire import MAX_FRAME_BYTES, Ack, Deliver, OutEnvelope, Send, Sent, frame_encode, server_frame_decoder
 
 REPO = Path(__file__).resolve().parent.parent
+PIDS: list[int] = []  # server processes running now
+
+
+def cpu_seconds(pids: list[int]) -> list[float]:
+    return [sum(psutil.Process(pid).cpu_times()[:2]) for pid in pids]
 
 
 def free_port() -> int:
@@ -48,6 +54,7 @@ def free_port() -> int:
 
 @contextlib.asynccontextmanager
 async def server(data: Path, *args: str) -> AsyncIterator[str]:
+    """A server process; its pid is added to PIDS while it runs (for CPU accounting)."""
     port = free_port()
     log = open(data.parent / f"server-{port}.log", "ab")  # noqa: SIM115
     command = [sys.executable, "-m", "parley", "serve", "--port", str(port), "--data", str(data), "--no-rate-limits"]
@@ -62,8 +69,11 @@ async def server(data: Path, *args: str) -> AsyncIterator[str]:
                     if (await client.get(f"{url}/readyz", timeout=1)).status_code == 200:
                         break
                 await asyncio.sleep(0.05)
+        PIDS.append(process.pid)
         yield url
     finally:
+        with contextlib.suppress(ValueError):
+            PIDS.remove(process.pid)
         process.terminate()
         process.wait(timeout=30)
         log.close()
@@ -172,10 +182,13 @@ async def run(name: str, send_url: str, receive_url: str, pairs: int, messages: 
     for ready in readies:
         await ready.wait()
     await asyncio.sleep(0.5)  # every connection settled
+    servers_before, client_before = cpu_seconds(PIDS), time.process_time()
     began = time.perf_counter()
     start.set()
     await asyncio.wait_for(asyncio.gather(*sending, *receiving), timeout=300)
     elapsed = time.perf_counter() - began
+    servers = [after - before for after, before in zip(cpu_seconds(PIDS), servers_before, strict=True)]
+    client_cpu = time.process_time() - client_before
     latencies = sorted(results.latencies_ms)
     return {
         "config": name,
@@ -183,6 +196,8 @@ async def run(name: str, send_url: str, receive_url: str, pairs: int, messages: 
         "msgs_per_s": round(results.received / elapsed),
         "p50_ms": round(latencies[len(latencies) // 2], 1),
         "p99_ms": round(latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))], 1),
+        "node_cpu_pct": [round(100 * cpu / elapsed) for cpu in servers],  # 100 = one core busy
+        "client_cpu_pct": round(100 * client_cpu / elapsed),
     }
 
 

@@ -18,7 +18,7 @@ import time
 import asyncpg
 
 from parley.store.base import DeviceRecord, NewEnvelope
-from parley.store.pg_writer import GroupCommitter
+from parley.store.pg_writer import WriteCall
 from parley.store.postgres import PostgresStore, write_batch
 
 
@@ -30,27 +30,28 @@ async def run_case(url: str, mode: str, traffic: str, senders: int, per_sender: 
         devices = [f"d{i}" for i in range(senders)]
         for i, device_id in enumerate(devices):
             await store.register_device(f"tel:+1{i:09d}", f"a{i}", DeviceRecord(device_id, "", "n", "h", 1), 10)
-        writers: list[GroupCommitter] = []
-        if mode == "pool":  # one transaction per send, as many at once as senders
-            writers = [GroupCommitter(store._pool, write_batch, max_batch=1) for _ in range(connections)]
-            for writer in writers:
-                writer.start()
+        pool = await asyncpg.create_pool(url, min_size=connections, max_size=connections)
+
+        async def one_transaction(key: tuple[str, str], envelopes: list[NewEnvelope]) -> None:
+            """A send as its own transaction, on a pool connection (the alternative)."""
+            future = asyncio.get_running_loop().create_future()
+            async with pool.acquire() as connection, connection.transaction():
+                await write_batch(connection, [WriteCall(key, envelopes, 1, future)])
 
         async def sender(index: int) -> None:
             target = devices[0] if traffic == "one-mailbox" else devices[(index + 1) % senders]
             for n in range(per_sender):
                 message_id = f"s{index}-{n}"
                 envelopes = [NewEnvelope(target, message_id, "message", "a", f"x{index}", "tel:+1", 1, b"x" * 200)]
-                if writers:
-                    await writers[index % connections].call((f"x{index}", message_id), envelopes, 1)
+                if mode == "pool":
+                    await one_transaction((f"x{index}", message_id), envelopes)
                 else:
                     await store.submit(f"x{index}", message_id, envelopes, 1)
 
         started = time.perf_counter()
         await asyncio.gather(*(sender(i) for i in range(senders)))
         elapsed = time.perf_counter() - started
-        for writer in writers:
-            await writer.stop()
+        await pool.close()
         total = senders * per_sender
         return {"mode": mode, "traffic": traffic, "senders": senders, "msgs_per_s": round(total / elapsed)}
     finally:

@@ -52,8 +52,8 @@ class PostgresStore:
         if self._migrate:
             await pg_migrate.upgrade(self.url)
         self._pool = await asyncpg.create_pool(self.url, min_size=2, max_size=self._pool_size)
-        self._writer = GroupCommitter(self._pool, write_batch, self._max_batch)
-        self._writer.start()
+        self._writer = GroupCommitter(self.url, write_batch, self._max_batch)
+        await self._writer.start()
 
     async def close(self) -> None:
         if self._writer is not None:

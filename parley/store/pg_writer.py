@@ -26,12 +26,13 @@ import collections
 import contextlib
 import logging
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
 
+from parley.core.fallback import Fallback
 from parley.store.base import NewEnvelope
 
 log = logging.getLogger("parley.store.postgres")
@@ -50,6 +51,7 @@ class WriteCall:
     now_ms: int
     future: asyncio.Future[Any] = field(repr=False)
     ack: tuple[str, int] | None = None
+    fallbacks: Sequence[Fallback] = ()  # a submit's fallback watches
 
 
 BatchWriter = Callable[[Any, list[WriteCall]], Awaitable[list[Any]]]
@@ -90,12 +92,13 @@ class GroupCommitter:
         envelopes: list[NewEnvelope],
         now_ms: int,
         ack: tuple[str, int] | None = None,
+        fallbacks: Sequence[Fallback] = (),
     ) -> Any:
         loop, wake = self._loop, self._wake
         if self._thread is None or loop is None or wake is None:
             raise RuntimeError("the store is closed")
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending.append(WriteCall(key, envelopes, now_ms, future, ack))
+        self._pending.append(WriteCall(key, envelopes, now_ms, future, ack, fallbacks))
         loop.call_soon_threadsafe(wake.set)
         return await future
 

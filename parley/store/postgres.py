@@ -18,19 +18,21 @@ migrates it to the version this Parley needs.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
 import asyncpg
 
+from parley.core import fallback as fb
 from parley.core.codes import PendingCode
 from parley.core.receipts import AckedEnvelope
-from parley.store import pg_migrate
+from parley.store import pg_carrier, pg_migrate
 from parley.store.base import DeviceRecord, NewEnvelope, Registration, Submitted
 from parley.store.pg_writer import GroupCommitter, WriteCall
 from parley.wire import Envelope
 
-_DEVICE_COLUMNS = "device_id, account_id, name, secret_hash, created_at_ms, identity_key, signing_key"
+_DEVICE_COLUMNS = "device_id, account_id, name, secret_hash, created_at_ms, identity_key, signing_key, inbox_key"
 _ENVELOPE_COLUMNS = "seq, message_id, kind, sender_account, sender_device, sender_handle, sent_at_ms, body"
 
 
@@ -148,9 +150,16 @@ class PostgresStore:
 
     # --- mailboxes ---
 
-    async def submit(self, sender_device: str, message_id: str, envelopes: list[NewEnvelope], now_ms: int) -> Submitted:
+    async def submit(
+        self,
+        sender_device: str,
+        message_id: str,
+        envelopes: list[NewEnvelope],
+        now_ms: int,
+        fallbacks: Sequence[fb.Fallback] = (),
+    ) -> Submitted:
         assert self._writer is not None, "store not open"
-        result: Submitted = await self._writer.call((sender_device, message_id), envelopes, now_ms)
+        result: Submitted = await self._writer.call((sender_device, message_id), envelopes, now_ms, None, fallbacks)
         return result
 
     async def enqueue(self, envelopes: list[NewEnvelope]) -> list[Envelope]:
@@ -176,11 +185,38 @@ class PostgresStore:
         async with self._pool.acquire() as db, db.transaction():
             status: str = await db.execute("DELETE FROM mailbox WHERE sent_at_ms < $1", before_ms)
             await db.execute("DELETE FROM sent_ids WHERE created_at_ms < $1", before_ms)
+            await pg_carrier.expire(db, before_ms)
         return int(status.rsplit(" ", 1)[1])
 
     async def queued_count(self, device_id: str) -> int:
         count: int = await self._pool.fetchval("SELECT count(*) FROM mailbox WHERE device_id = $1", device_id)
         return count
+
+    # --- the carrier path: fallback watches and the SMS outbox (see pg_carrier) ---
+
+    async def settle_fallbacks(self, recipient_account: str, acked: Sequence[tuple[str, str]]) -> int:
+        return await pg_carrier.settle_fallbacks(self._pool, recipient_account, acked)
+
+    async def due_fallbacks(self, now_ms: int, limit: int) -> list[fb.Fallback]:
+        return await pg_carrier.due_fallbacks(self._pool, now_ms, limit)
+
+    async def fallbacks_notified(self, keys: Sequence[fb.FallbackKey]) -> None:
+        await pg_carrier.fallbacks_notified(self._pool, keys)
+
+    async def queue_sms(
+        self, item: fb.OutboxItem, fallback: fb.FallbackKey | None, now_ms: int
+    ) -> tuple[fb.Claim, fb.OutboxItem]:
+        async with self._pool.acquire() as db, db.transaction():
+            return await pg_carrier.queue_sms(db, item, fallback, now_ms)
+
+    async def sms_to_send(self, now_ms: int, limit: int) -> list[fb.OutboxItem]:
+        return await pg_carrier.sms_to_send(self._pool, now_ms, limit)
+
+    async def update_sms(self, item: fb.OutboxItem) -> None:
+        await pg_carrier.update_sms(self._pool, item)
+
+    async def find_sms(self, sms_id: str = "", carrier_ref: str = "") -> fb.OutboxItem | None:
+        return await pg_carrier.find_sms(self._pool, sms_id, carrier_ref)
 
 
 async def _register_device(
@@ -199,7 +235,7 @@ async def _register_device(
         return Registration(None, created)
     record = replace(device, account_id=account_id)
     await db.execute(
-        f"INSERT INTO devices ({_DEVICE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        f"INSERT INTO devices ({_DEVICE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         record.device_id,
         record.account_id,
         record.name,
@@ -207,6 +243,7 @@ async def _register_device(
         record.created_at_ms,
         record.identity_key,
         record.signing_key,
+        record.inbox_key,
     )
     await db.execute("INSERT INTO mailbox_heads (device_id) VALUES ($1)", record.device_id)
     return Registration(account_id, created)
@@ -324,6 +361,7 @@ async def write_batch(db: Any, batch: list[WriteCall]) -> list[Any]:
             [e.sent_at_ms for _, e in stored],
             [e.body for _, e in stored],
         )
+    await pg_carrier.insert_watches(db, [w for call in writing if call for w in call.fallbacks])
     if not acked:
         return results
     writes = iter(results)

@@ -11,13 +11,13 @@ import pytest
 
 from parley.core import fallback as fb
 from parley.store.base import DeviceRecord, NewEnvelope, Store
-from parley.store.memory import MemoryStore
 from parley.store.sqlite import SqliteStore
+from tests.store.test_contract import STORE_FACTORIES
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=list(STORE_FACTORIES))
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    implementation: Store = MemoryStore() if request.param == "memory" else SqliteStore(str(tmp_path / "p.db"))
+    implementation = STORE_FACTORIES[request.param](tmp_path, request)
     await implementation.open()
     try:
         yield implementation

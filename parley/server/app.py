@@ -94,9 +94,7 @@ def build_app(
         if broker is not None:
             broker.to_all(NodeForget(account_id, handle or "", broker.node_id))
 
-    directory = Directory(
-        store, gateway, limiter, key_directory, secret, clock, make_id, SMS_SENDER, directory_changed
-    )
+    directory = Directory(store, gateway, limiter, key_directory, secret, clock, make_id, SMS_SENDER, directory_changed)
     hub = Hub(store, directory, clock, metrics, broker)
     sms = SmsService(store, directory, hub, gateway, clock, make_id, limiter)
     api = Api(directory, hub, key_directory, store, clock, gateway.name, simulator, sms, kannel_secret)

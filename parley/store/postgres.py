@@ -27,10 +27,10 @@ import asyncpg
 from parley.core import fallback as fb
 from parley.core.codes import PendingCode
 from parley.core.receipts import AckedEnvelope
-from parley.store import pg_carrier, pg_migrate
+from parley.store import pg_carrier, pg_keys, pg_migrate
 from parley.store.base import DeviceRecord, NewEnvelope, Registration, Submitted
 from parley.store.pg_writer import GroupCommitter, WriteCall
-from parley.wire import Envelope
+from parley.wire import ClaimedKey, Envelope, KeyCount, SignedKey
 
 _DEVICE_COLUMNS = "device_id, account_id, name, secret_hash, created_at_ms, identity_key, signing_key, inbox_key"
 _ENVELOPE_COLUMNS = "seq, message_id, kind, sender_account, sender_device, sender_handle, sent_at_ms, body"
@@ -120,6 +120,23 @@ class PostgresStore:
             await db.execute("DELETE FROM mailbox WHERE device_id = $1", device_id)
             status: str = await db.execute("DELETE FROM devices WHERE device_id = $1", device_id)
             return status != "DELETE 0"
+
+    # --- end-to-end keys (see pg_keys) ---
+
+    async def add_prekeys(
+        self, device_id: str, one_time: list[SignedKey], fallback: SignedKey | None, max_held: int
+    ) -> int | None:
+        try:
+            async with self._pool.acquire() as db, db.transaction():
+                return await pg_keys.add_prekeys(db, device_id, one_time, fallback, max_held)
+        except pg_keys.OverLimit:
+            return None
+
+    async def claim_prekey(self, device_id: str) -> ClaimedKey | None:
+        return await pg_keys.claim_prekey(self._pool, device_id)
+
+    async def prekey_count(self, device_id: str) -> KeyCount:
+        return await pg_keys.prekey_count(self._pool, device_id)
 
     # --- verification codes ---
 

@@ -18,7 +18,7 @@ from tests.store.test_contract import STORE_FACTORIES  # one list of implementat
 
 @pytest.fixture(params=list(STORE_FACTORIES))
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    implementation = STORE_FACTORIES[request.param](tmp_path)
+    implementation = STORE_FACTORIES[request.param](tmp_path, request)
     await implementation.open()
     try:
         yield implementation

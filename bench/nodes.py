@@ -34,6 +34,7 @@ import httpx
 import psutil
 from websockets.asyncio.client import ClientConnection, connect
 
+from parley.client.device import Device
 from parley.wire import MAX_FRAME_BYTES, Ack, Deliver, OutEnvelope, Send, Sent, frame_encode, server_frame_decoder
 
 REPO = Path(__file__).resolve().parent.parent
@@ -92,14 +93,12 @@ async def fresh_database(base: str) -> AsyncIterator[str]:
 
 
 async def register(client: httpx.AsyncClient, url: str, phone: str) -> tuple[str, str]:
-    """Register a device through the carrier simulator; return (device_id, credential)."""
-    (await client.post(f"{url}/v1/codes", json={"handle": phone})).raise_for_status()
-    inbox = (await client.get(f"{url}/v1/sim/handsets/{phone}/inbox")).json()
-    code = next(word for word in inbox["messages"][-1]["text"].split() if word.rstrip(".").isdigit()).rstrip(".")
-    response = await client.post(f"{url}/v1/devices", json={"handle": phone, "code": code, "device_name": "bench"})
-    response.raise_for_status()
-    body = response.json()
-    return body["device_id"], body["credential"]
+    """Register a device as the client does (keys and all); return (device_id, credential)."""
+    device = await Device.register(url, phone, f"bench-{url.rsplit(':', 1)[1]}-{phone[1:]}")
+    try:
+        return device.device_id, device.profile.require("credential")
+    finally:
+        await device.close()
 
 
 def ws(url: str, credential: str) -> contextlib.AbstractAsyncContextManager[ClientConnection]:
@@ -213,6 +212,7 @@ async def main() -> None:
     wanted = args.only or ["sqlite", "postgresql", "two-nodes"]
     lines = []
     work = Path(tempfile.mkdtemp(prefix="parley-bench-"))
+    os.environ["PARLEY_HOME"] = str(work / "devices")  # the bench devices' profiles
     try:
         shape = (args.pairs, args.messages, args.window)
         if "sqlite" in wanted:

@@ -7,6 +7,7 @@ same person.
 
 from __future__ import annotations
 
+import functools
 import re
 
 import phonenumbers
@@ -20,6 +21,9 @@ MAILTO = "mailto:"
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[A-Za-z0-9-]{1,63}(\.[A-Za-z0-9-]{1,63})+$")
 
 
+# Parsing a number with phonenumbers costs about 100 µs, and every send names its
+# recipients: remember recent answers (the function is pure; errors are not cached).
+@functools.lru_cache(maxsize=65_536)
 def normalise(raw: str, default_region: str | None = None) -> str:
     """Return the normalised handle for ``raw``, or raise :class:`InvalidHandle`.
 

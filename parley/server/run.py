@@ -21,6 +21,9 @@ def serve(config: ServerConfig) -> None:
         http="httptools",
         # The sans-I/O websockets protocol: the fastest of uvicorn's WebSocket stacks.
         ws="websockets-sansio",
+        # Bodies are ciphertext, which does not compress; deflate would only cost CPU and
+        # a compressor's memory per connection.
+        ws_per_message_deflate=False,
         ws_max_size=MAX_FRAME_BYTES,
         ws_ping_interval=20.0,  # detects half-open connections from the server side
         ws_ping_timeout=20.0,

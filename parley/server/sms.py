@@ -48,6 +48,8 @@ log = logging.getLogger("parley.sms")
 SWEEP_INTERVAL_S = 0.25
 OUTBOX_IDLE_S = 1.0
 BATCH = 100
+# A claimed SMS is this node's for this long; if the node dies mid-send, another retries.
+SEND_LEASE_MS = 60_000
 MAX_ORPHAN_REPORTS = 1000
 SERVER_DEVICE = "server"  # sender_device of envelopes the server writes itself
 SMS_DEVICE = "sms"  # sender_device of inbound SMS: the conversation is with the number
@@ -204,7 +206,7 @@ class SmsService:
 
     async def send_due(self) -> int:
         """Hand every PENDING item whose attempt is due to the gateway; return how many."""
-        items = await self._store.sms_to_send(self._clock(), BATCH)
+        items = await self._store.sms_to_send(self._clock(), BATCH, SEND_LEASE_MS)
         for item in items:
             await self._attempt(item)
         return len(items)

@@ -196,8 +196,14 @@ class Store(Protocol):
         stored item (the existing one on DUPLICATE, ``item`` otherwise)."""
         ...
 
-    async def sms_to_send(self, now_ms: int, limit: int) -> list[OutboxItem]:
-        """Up to ``limit`` PENDING items whose next attempt is due, oldest first."""
+    async def sms_to_send(self, now_ms: int, limit: int, lease_ms: int) -> list[OutboxItem]:
+        """Claim up to ``limit`` PENDING items whose next attempt is due, oldest first.
+
+        Claiming moves each item's next attempt to ``now_ms + lease_ms`` in the same
+        transaction, so another node (or a second loop) does not take it meanwhile; the
+        caller writes the outcome with :meth:`update_sms`. If the caller dies, the lease
+        lapses and the item is taken again: at least once to the gateway, never twice at
+        the same time."""
         ...
 
     async def update_sms(self, item: OutboxItem) -> None:

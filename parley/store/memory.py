@@ -226,9 +226,12 @@ class MemoryStore:
                 self._watches.pop(fallback, None)
         return verdict, item
 
-    async def sms_to_send(self, now_ms: int, limit: int) -> list[fb.OutboxItem]:
+    async def sms_to_send(self, now_ms: int, limit: int, lease_ms: int) -> list[fb.OutboxItem]:
         ready = [o for o in self._outbox.values() if o.state is fb.SmsState.PENDING and o.next_attempt_ms <= now_ms]
-        return sorted(ready, key=lambda o: (o.next_attempt_ms, o.created_at_ms, o.sms_id))[:limit]
+        claimed = sorted(ready, key=lambda o: (o.next_attempt_ms, o.created_at_ms, o.sms_id))[:limit]
+        for item in claimed:
+            self._outbox[item.sms_id] = replace(item, next_attempt_ms=now_ms + lease_ms)
+        return claimed
 
     async def update_sms(self, item: fb.OutboxItem) -> None:
         if item.sms_id in self._outbox:

@@ -10,6 +10,7 @@ asked at once queue the SMS once.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from parley.core import fallback as fb
@@ -143,14 +144,21 @@ async def queue_sms(
     return verdict, item
 
 
-async def sms_to_send(db: Any, now_ms: int, limit: int) -> list[fb.OutboxItem]:
+async def sms_to_send(db: Any, now_ms: int, limit: int, lease_ms: int) -> list[fb.OutboxItem]:
+    # One statement claims the items: SKIP LOCKED keeps two nodes off the same rows, and
+    # the lease keeps them off until the claimer writes the outcome (or dies and it lapses).
     rows = await db.fetch(
-        f"SELECT {_SMS_COLUMNS} FROM sms_outbox WHERE state = 'pending' AND next_attempt_ms <= $1"
-        " ORDER BY next_attempt_ms, created_at_ms, sms_id LIMIT $2",
+        f"WITH due AS (SELECT sms_id, next_attempt_ms AS was FROM sms_outbox"
+        " WHERE state = 'pending' AND next_attempt_ms <= $1"
+        " ORDER BY next_attempt_ms, created_at_ms, sms_id LIMIT $2 FOR UPDATE SKIP LOCKED)"
+        f" UPDATE sms_outbox SET next_attempt_ms = $3 FROM due WHERE sms_outbox.sms_id = due.sms_id"
+        f" RETURNING {', '.join('sms_outbox.' + c.strip() for c in _SMS_COLUMNS.split(','))}, due.was",
         now_ms,
         limit,
+        now_ms + lease_ms,
     )
-    return [_sms(row) for row in rows]
+    claimed = [replace(_sms(tuple(row)[:-1]), next_attempt_ms=row["was"]) for row in rows]
+    return sorted(claimed, key=lambda o: (o.next_attempt_ms, o.created_at_ms, o.sms_id))
 
 
 async def update_sms(db: Any, item: fb.OutboxItem) -> None:

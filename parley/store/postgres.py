@@ -226,8 +226,8 @@ class PostgresStore:
         async with self._pool.acquire() as db, db.transaction():
             return await pg_carrier.queue_sms(db, item, fallback, now_ms)
 
-    async def sms_to_send(self, now_ms: int, limit: int) -> list[fb.OutboxItem]:
-        return await pg_carrier.sms_to_send(self._pool, now_ms, limit)
+    async def sms_to_send(self, now_ms: int, limit: int, lease_ms: int) -> list[fb.OutboxItem]:
+        return await pg_carrier.sms_to_send(self._pool, now_ms, limit, lease_ms)
 
     async def update_sms(self, item: fb.OutboxItem) -> None:
         await pg_carrier.update_sms(self._pool, item)

@@ -251,8 +251,8 @@ class SqliteStore:
     ) -> tuple[fb.Claim, fb.OutboxItem]:
         return await self._writer.call(carrier_sql.queue_sms, item, fallback, now_ms)
 
-    async def sms_to_send(self, now_ms: int, limit: int) -> list[fb.OutboxItem]:
-        return await self._reader.call(carrier_sql.sms_to_send, now_ms, limit)
+    async def sms_to_send(self, now_ms: int, limit: int, lease_ms: int) -> list[fb.OutboxItem]:
+        return await self._writer.call(carrier_sql.sms_to_send, now_ms, limit, lease_ms)
 
     async def update_sms(self, item: fb.OutboxItem) -> None:
         await self._writer.call(carrier_sql.update_sms, item)

@@ -134,13 +134,17 @@ def queue_sms(
     return verdict, item
 
 
-def sms_to_send(db: sqlite3.Connection, now_ms: int, limit: int) -> list[fb.OutboxItem]:
+def sms_to_send(db: sqlite3.Connection, now_ms: int, limit: int, lease_ms: int) -> list[fb.OutboxItem]:
     rows = db.execute(
         f"SELECT {_SMS_COLUMNS} FROM sms_outbox WHERE state = 'pending' AND next_attempt_ms <= ?"
         " ORDER BY next_attempt_ms, created_at_ms, sms_id LIMIT ?",
         (now_ms, limit),
+    ).fetchall()
+    claimed = [_sms(row) for row in rows]
+    db.executemany(
+        "UPDATE sms_outbox SET next_attempt_ms = ? WHERE sms_id = ?", [(now_ms + lease_ms, i.sms_id) for i in claimed]
     )
-    return [_sms(row) for row in rows]
+    return claimed
 
 
 def update_sms(db: sqlite3.Connection, item: fb.OutboxItem) -> None:

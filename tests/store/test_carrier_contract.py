@@ -84,23 +84,33 @@ async def test_concurrent_claims_queue_exactly_one(store: Store) -> None:
     await store.submit("dA", "m1", [], 100, [watch()])
     results = await asyncio.gather(*(store.queue_sms(item(sms_id=f"s{i}"), watch().key, 5000) for i in range(8)))
     assert sorted(claim.value for claim, _ in results) == ["duplicate"] * 7 + ["queued"]
-    assert len(await store.sms_to_send(5000, 100)) == 1
+    assert len(await store.sms_to_send(5000, 100, 0)) == 1
 
 
 async def test_outbox_due_update_and_find(store: Store) -> None:
     await store.queue_sms(item(next_attempt_ms=500), None, 0)
     await store.queue_sms(item(sms_id="s2", message_id="m2", next_attempt_ms=100), None, 0)
-    assert [i.sms_id for i in await store.sms_to_send(499, 10)] == ["s2"]
-    assert [i.sms_id for i in await store.sms_to_send(500, 10)] == ["s2", "s1"]
+    assert [i.sms_id for i in await store.sms_to_send(499, 10, 0)] == ["s2"]
+    assert [i.sms_id for i in await store.sms_to_send(500, 10, 0)] == ["s2", "s1"]
     sent = fb.after_attempt(item(next_attempt_ms=500), fb.Attempt.ACCEPTED, 600, carrier_ref="ref-1")
     await store.update_sms(sent)
     assert await store.find_sms(sms_id="s1") == sent
     assert await store.find_sms(carrier_ref="ref-1") == sent
     assert await store.find_sms(carrier_ref="nope") is None
     assert await store.find_sms() is None
-    assert [i.sms_id for i in await store.sms_to_send(10_000, 10)] == ["s2"]
+    assert [i.sms_id for i in await store.sms_to_send(10_000, 10, 0)] == ["s2"]
     stored = await store.find_sms(sms_id="s1")
     assert stored is not None and stored.text == ""  # no plaintext once the gateway has it
+
+
+async def test_a_claim_leases_its_items_so_no_one_else_sends_them(store: Store) -> None:
+    for n in range(4):
+        await store.queue_sms(item(sms_id=f"s{n}", message_id=f"m{n}", next_attempt_ms=100), None, 0)
+    first, second = await asyncio.gather(store.sms_to_send(200, 2, 60_000), store.sms_to_send(200, 10, 60_000))
+    assert sorted(i.sms_id for i in first + second) == ["s0", "s1", "s2", "s3"]  # each once
+    assert await store.sms_to_send(200, 10, 60_000) == []  # all leased
+    # The claimer died without writing an outcome: after the lease, the items come back.
+    assert len(await store.sms_to_send(60_200, 10, 60_000)) == 4
 
 
 async def test_expire_keeps_pending_sms_and_drops_old_final_ones(store: Store) -> None:
@@ -124,7 +134,7 @@ async def test_outbox_survives_reopening(tmp_path: Path) -> None:
     second = SqliteStore(path)
     await second.open()
     try:
-        assert [i.sms_id for i in await second.sms_to_send(100, 10)] == ["s1"]
+        assert [i.sms_id for i in await second.sms_to_send(100, 10, 0)] == ["s1"]
         assert [w.message_id for w in await second.due_fallbacks(5000, 10)] == ["m9"]
     finally:
         await second.close()

@@ -119,6 +119,7 @@ class ServerInfo(Struct, frozen=True):
     max_body_bytes: int = MAX_BODY_BYTES
     max_lookup_handles: int = MAX_LOOKUP_HANDLES
     max_devices_per_account: int = MAX_DEVICES_PER_ACCOUNT
+    left_key: str = ""  # Ed25519 key (base64) that signs "left" records; clients pin it
 
 
 # --- registration -----------------------------------------------------------------------
@@ -223,6 +224,17 @@ class LookupRequest(Struct, frozen=True):
     handles: Annotated[list[Handle], msgspec.Meta(min_length=1, max_length=MAX_LOOKUP_HANDLES)]
 
 
+class LeftRecord(Struct, frozen=True):
+    """The handle left Parley at ``left_at_ms``: signed by the server's Ed25519 key over
+    ``parley.core.leaving.signed_bytes``. Clients verify it and stop trying Parley."""
+
+    handle: Handle
+    left_at_ms: int
+    reason: Annotated[str, msgspec.Meta(max_length=32)]
+    signature: Signature
+    moved_to: Annotated[str, msgspec.Meta(max_length=MAX_HANDLE_CHARS)] = ""
+
+
 class LookupResult(Struct, frozen=True):
     query: str  # as asked
     handle: str  # normalised ("" when invalid)
@@ -230,6 +242,7 @@ class LookupResult(Struct, frozen=True):
     devices: list[DeviceInfo] = []
     ttl_s: int = 0  # how long the answer may be cached
     error: str | None = None  # why the query is not a valid handle
+    left: LeftRecord | None = None  # the handle left Parley (then ``on_parley`` is false)
 
 
 class LookupResponse(Struct, frozen=True):
@@ -347,6 +360,9 @@ class SmsRequest(Struct, frozen=True):
     to: Handle
     text: Annotated[str, msgspec.Meta(max_length=MAX_SMS_CHARS)]
     copies: Annotated[list[OutEnvelope], msgspec.Meta(max_length=MAX_DEVICES_PER_ACCOUNT)] = []
+    # A fallback hand-over of a message that went over Parley (its copies did too): when
+    # the recipient has left Parley meanwhile, it goes as a direct SMS without copies.
+    handover: bool = False
 
 
 class SmsAccepted(Struct, frozen=True):
@@ -403,6 +419,43 @@ class SimulatedSms(Struct, frozen=True):
 class HandsetInbox(Struct, frozen=True):
     number: str
     messages: list[SimulatedSms]
+
+
+class SimEvent(Struct, frozen=True):
+    """Simulator: the carrier reports an event for a number (``parley sms event|move``)."""
+
+    kind: Literal["port-out", "sim-change", "recycle", "move"]
+    number: Handle
+
+
+class CarrierEventReport(Struct, frozen=True):
+    """A carrier event reported by a gateway deployment (Kannel/SMPP) to the
+    authenticated callback. ``event_id`` is unique per event: a replay changes nothing."""
+
+    event_id: Id
+    kind: Literal["port-out", "sim-change", "recycle"]
+    number: Handle
+    at_ms: int
+
+
+class DeregisterCode(Struct, frozen=True):
+    """Ask for a deregistration code, sent by SMS to ``phone``."""
+
+    phone: Handle
+
+
+class DeregisterRequest(Struct, frozen=True):
+    """Confirm a deregistration with the code; optionally say where the person moved."""
+
+    phone: Handle
+    code: Code
+    moved_to: Annotated[str, msgspec.Meta(max_length=MAX_HANDLE_CHARS)] = ""
+
+
+class Deregistered(Struct, frozen=True):
+    handle: str
+    devices_unlinked: int
+    left: LeftRecord
 
 
 class HandsetSend(Struct, frozen=True):

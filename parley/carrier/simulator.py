@@ -29,6 +29,8 @@ from parley.carrier.base import (
     OutboundSms,
 )
 
+REPROOF_PREFIX = "Parley check "  # as parley.core.leaving.REPROOF_PREFIX: a silent code
+
 # A handset keeps its latest messages, like a phone with a full inbox dropping old ones.
 HANDSET_KEEPS = 500
 
@@ -50,6 +52,7 @@ class Sms:
 class Handset:
     number: str
     received: list[Sms] = field(default_factory=list)
+    runs_parley: bool = True  # False for the fresh SMS-only phone a number moved to
 
 
 class CarrierSimulator:
@@ -80,6 +83,12 @@ class CarrierSimulator:
         if self.reject:
             raise GatewayError("the simulated carrier rejected the SMS", temporary=False)
         text = "".join(part.text for part in sms.encoded.parts)
+        if text.startswith(REPROOF_PREFIX):
+            # A silent re-proof code: not shown to the person. A handset that runs Parley
+            # answers it by SMS to the sender; an SMS-only one ignores it.
+            if self.handset(sms.to).runs_parley:
+                self._later_inbound(CarrierSms(self._make_id(), sms.to, sms.sender, text, self._clock()))
+            return self._make_id()
         delivered = self._deliver(sms.sender, sms.to, text)
         if sms.want_report:
             self._later(DeliveryReport(delivered=True, sms_id=sms.sms_id, carrier_ref=delivered.sms_id))
@@ -104,7 +113,7 @@ class CarrierSimulator:
     async def carrier_event(self, kind: EventKind, number: str) -> None:
         """A carrier event for ``number`` (issue 4 drives these from the command line)."""
         if kind == "move":
-            self._handsets[number] = Handset(number)  # the SIM goes into a fresh handset
+            self._handsets[number] = Handset(number, runs_parley=False)  # the SIM goes into a fresh SMS-only phone
         if self._sink is not None:
             await self._sink.event(CarrierEvent(kind, number, self._clock()))
 
@@ -116,6 +125,14 @@ class CarrierSimulator:
         received.append(sms)
         del received[:-HANDSET_KEEPS]
         return sms
+
+    def _later_inbound(self, sms: CarrierSms) -> None:
+        sink = self._sink
+        if sink is None:
+            return
+        task = asyncio.ensure_future(sink.inbound(sms))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _later(self, report: DeliveryReport) -> None:
         sink = self._sink

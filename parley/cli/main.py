@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any
 
+from parley.cli import leaving
 from parley.client.device import Device, Event, Received, StateChanged, Unreadable, VerificationStep
 from parley.client.profile import COULD_NOT_DECRYPT, PLACEHOLDER_STATES, StoredMessage
 from parley.errors import ParleyError, Unreachable, UsageError
@@ -87,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     carrier.add_argument("--smpp-system-type", default="")
     serve.add_argument("--message-ttl-days", type=float, default=30.0, help="drop queued envelopes after this")
+    leaving.add_serve_options(serve)
     serve.add_argument(
         "--no-rate-limits", action="store_true", help="for benchmarks only: allow unlimited registrations"
     )
@@ -152,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     sms_inbox.add_argument("number", metavar="+E164")
     sms_inbox.add_argument("--json", action="store_true")
     sms_inbox.set_defaults(run=run_sms_inbox)
+    leaving.add_sms_actions(phones)
 
     inbox = commands.add_parser("inbox", help="fetch what arrived, then list the history")
     add_profile(inbox)
@@ -188,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_profile(unlink)
     unlink.add_argument("device_id", metavar="DEVICE_ID")
     unlink.set_defaults(run=run_unlink)
+    leaving.add_commands(commands)
     return parser
 
 
@@ -233,6 +237,7 @@ def run_serve(args: argparse.Namespace) -> int:
         node_id=args.node_id or default_node_id(),
         log_format=args.log_format,
     )
+    config = leaving.with_serve_options(config, args)
     try:
         from parley.server.app import build_gateway
 
@@ -304,7 +309,9 @@ def run_lookup(args: argparse.Namespace) -> int:
                 mark = {"verified": "\tverified", "changed": "\tsafety number changed"}.get(status, "")
                 print(f"{result.handle}\ton Parley\t{len(result.devices)} device(s){mark}")
             else:
-                print(f"{result.handle}\tnot on Parley (SMS)")
+                left = device.profile.get(f"left:{result.handle}") if result.left else None
+                note = f"\tleft Parley {when(int(left.split()[0]))}" if left else ""
+                print(f"{result.handle}\tnot on Parley (SMS){note}")
 
     return with_device(args.profile, go)
 

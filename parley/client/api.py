@@ -15,6 +15,9 @@ from parley.wire import (
     ClaimResponse,
     CodeRequest,
     CodeSent,
+    DeregisterCode,
+    Deregistered,
+    DeregisterRequest,
     DeviceList,
     ErrorBody,
     FetchResponse,
@@ -29,6 +32,7 @@ from parley.wire import (
     SendAccepted,
     SendRequest,
     ServerInfo,
+    SimEvent,
     SimulatedSms,
     SmsAccepted,
     SmsRequest,
@@ -109,6 +113,16 @@ class ServerApi:
 
     async def handset_send(self, sender: str, to: str, text: str) -> SimulatedSms:
         return await self._call("POST", "/v1/sim/sms", SimulatedSms, HandsetSend(sender=sender, to=to, text=text))
+
+    async def deregister_code(self, phone: str) -> CodeSent:
+        return await self._call("POST", "/v1/deregister/code", CodeSent, DeregisterCode(phone=phone))
+
+    async def deregister(self, request: DeregisterRequest) -> Deregistered:
+        return await self._call("POST", "/v1/deregister", Deregistered, request)
+
+    async def carrier_event(self, kind: str, number: str) -> None:
+        """Simulator: a carrier event for ``number`` (port-out, sim-change, recycle, move)."""
+        await self._call("POST", "/v1/sim/events", None, SimEvent(kind=kind, number=number))  # type: ignore[arg-type]
 
     async def _call(self, method: str, path: str, kind: type[T] | None, body: Any = None) -> T:
         content = json_encode(body) if body is not None else None

@@ -27,6 +27,7 @@ import msgspec
 import websockets
 from websockets.asyncio.client import connect
 
+from parley.client import leaving
 from parley.client.api import ServerApi, ws_url
 from parley.client.channel import Channel
 from parley.client.contacts import TrustBook, device_keys
@@ -194,6 +195,7 @@ class Device:
                 profile.close()
                 raise
             olm.published()
+            left_key = (await api.info()).left_key  # pinned: "left" records must verify under it
         profile.set_many(
             {
                 "server": api.server,
@@ -202,6 +204,7 @@ class Device:
                 "handle": registered.handle,
                 "credential": registered.credential,
                 "inbox_secret": inbox_secret,
+                leaving.LEFT_KEY: left_key,
             }
         )
         return cls(profile)
@@ -224,6 +227,7 @@ class Device:
         for result in results:
             if result.on_parley:
                 self.trust.observe(result.handle, result.devices)
+        leaving.observe(self.profile, results)
         return results
 
     async def own_devices(self) -> list[DeviceInfo]:

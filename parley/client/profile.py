@@ -130,13 +130,19 @@ class Profile:
         return cls._connect(name, path, database)
 
     @classmethod
-    def open(cls, name: str) -> Profile:
+    def exists(cls, name: str) -> bool:
+        return os.path.exists(os.path.join(profile_dir(name), "state.db"))
+
+    @classmethod
+    def open(cls, name: str, registered: bool = True) -> Profile:
+        """Open a profile; unless ``registered`` is False (its history only: export,
+        import), it must hold a registered device."""
         path = profile_dir(name)
         database = os.path.join(path, "state.db")
         if not os.path.exists(database):
             raise ProfileError(f"no profile {name!r} in {home()}; register a device first (parley register)")
         profile = cls._connect(name, path, database)
-        if profile.get("credential") is None:
+        if registered and profile.get("credential") is None:
             raise ProfileError(f"profile {name!r} has no registered device; run parley register again")
         return profile
 

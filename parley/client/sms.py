@@ -75,7 +75,9 @@ class SmsHandover:
         for _ in range(ATTEMPTS):
             if copies:
                 envelopes = await self._seal_copies(await self._other_devices(), message)
-            request = SmsRequest(message_id=message.message_id, to=to, text=message.text, copies=envelopes)
+            request = SmsRequest(
+                message_id=message.message_id, to=to, text=message.text, copies=envelopes, handover=not copies
+            )
             try:
                 accepted = await self._api.send_sms(request)
             except StaleDevices:

@@ -31,6 +31,8 @@ from parley.server.directory import Directory
 from parley.server.http_api import Api, error_response
 from parley.server.hub import Hub
 from parley.server.keys import KeyDirectory
+from parley.server.leaving import Exits, LeftSigner
+from parley.server.leaving_api import LeavingApi
 from parley.server.limits import Limiter
 from parley.server.metrics import CONTENT_TYPE_LATEST, CountingGateway, Metrics
 from parley.server.openapi import openapi_document
@@ -94,10 +96,28 @@ def build_app(
         if broker is not None:
             broker.to_all(NodeForget(account_id, handle or "", broker.node_id))
 
-    directory = Directory(store, gateway, limiter, key_directory, secret, clock, make_id, SMS_SENDER, directory_changed)
+    lease_ms = int(config.lease_days * 86_400_000)
+    directory = Directory(
+        store, gateway, limiter, key_directory, secret, clock, make_id, SMS_SENDER, directory_changed, lease_ms
+    )
     hub = Hub(store, directory, clock, metrics, broker)
-    sms = SmsService(store, directory, hub, gateway, clock, make_id, limiter)
-    api = Api(directory, hub, key_directory, store, clock, gateway.name, simulator, sms, kannel_secret)
+    signer = LeftSigner(config.left_key_path, secret)
+    exits = Exits(
+        store,
+        directory,
+        hub,
+        signer,
+        clock,
+        int(config.liveness_s * 1000),
+        lease_ms,
+        int(config.reproof_days * 86_400_000),
+        int(config.reproof_answer_s * 1000),
+    )
+    sms = SmsService(store, directory, hub, gateway, clock, make_id, limiter, exits, SMS_SENDER)
+    api = Api(
+        directory, hub, key_directory, store, clock, gateway.name, simulator, sms, kannel_secret, signer.public_key
+    )
+    leaving_api = LeavingApi(exits, simulator, signer.public_key, config.carrier_secret or None)
     metrics.sample(
         lambda: hub.connected,
         lambda: store.pending_writes,
@@ -148,6 +168,7 @@ def build_app(
         if broker is not None:
             await broker.start(hub.on_node_frame, hub.on_broker_resync)
         await sms.start()
+        await exits.start()
         expiry = asyncio.create_task(expire_loop())
         log.info("node %s ready (%s store%s)", config.node_id, type(store).__name__, ", broker" if broker else "")
         try:
@@ -161,13 +182,14 @@ def build_app(
             expiry.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await expiry
+            await exits.stop()
             await sms.stop()
             if broker is not None:
                 await broker.stop()
             await store.close()  # commits whatever sends are still queued
             log.info("node %s stopped", config.node_id)
 
-    handlers = api.handlers()
+    handlers = {**api.handlers(), **leaving_api.handlers()}
     routes: list[Route | WebSocketRoute] = []
     for path in dict.fromkeys(path for _, path in handlers):
         methods = {method: handler for (method, route_path), handler in handlers.items() if route_path == path}
@@ -177,6 +199,7 @@ def build_app(
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/metrics", metrics_endpoint),
+        Route("/deregister", leaving_api.page, methods=["GET", "POST"]),
         WebSocketRoute("/v1/ws", websocket_endpoint),
     ]
 

@@ -42,6 +42,11 @@ class ServerConfig:
     node_id: str = field(default_factory=default_node_id)
     log_format: str = "text"  # or "json": one object per line, for log collectors
     drain_timeout_s: float = 10.0  # on SIGTERM: how long connections get to close
+    # --- leaving Parley (see docs/architecture.md, "Ways out") ---
+    liveness_s: float = 3600.0  # overdue messages from 2+ senders this long: stop advertising
+    lease_days: float = 14.0  # a device's registration lasts this long unless its client renews it
+    reproof_days: float = 30.0  # a phone handle proves it still holds the SIM this often
+    reproof_answer_s: float = 600.0  # ... answering its silent code within this
 
     @property
     def database_path(self) -> str:
@@ -56,3 +61,7 @@ class ServerConfig:
         """Nodes sharing one database form one deployment and share channels; another
         deployment on the same broker uses other channels."""
         return f"parley:{database_name(self.database) or 'sqlite'}"
+
+    @property
+    def left_key_path(self) -> str:
+        return os.path.join(self.data_dir, "left-signing.key")

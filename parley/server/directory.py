@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from parley.carrier.base import GatewayError, OutboundSms, SmsGateway
-from parley.core import codes, handles, keys, sms_text
+from parley.core import codes, handles, keys, leaving, sms_text
 from parley.errors import ApiError, InvalidHandle
 from parley.server.keys import KeyDirectory, key_error
 from parley.server.limits import Limiter
@@ -26,6 +26,7 @@ from parley.wire import (
     CodeSent,
     DeviceInfo,
     ErrorCode,
+    LeftRecord,
     LookupResult,
     Registered,
     RegisterRequest,
@@ -73,7 +74,9 @@ class Directory:
         make_id: Callable[[str], str],
         sms_sender: str,
         on_change: Callable[[str, str | None], None] | None = None,
+        lease_ms: int = leaving.DEFAULT_LEASE_S * 1000,
     ) -> None:
+        self._lease_ms = lease_ms
         self._store = store
         self._on_change = on_change or (lambda account_id, handle: None)
         self._gateway = gateway
@@ -92,7 +95,8 @@ class Directory:
 
     # --- registration ---
 
-    async def request_code(self, raw_handle: str, address: str) -> CodeSent:
+    async def request_code(self, raw_handle: str, address: str, purpose: str = REGISTER) -> CodeSent:
+        """Send a one-time code for ``purpose`` (registering, or deregistering) by SMS."""
         handle = normalise_or_400(raw_handle)
         if not handles.is_phone(handle):
             raise ApiError(400, ErrorCode.INVALID_HANDLE, "only phone numbers can be registered so far")
@@ -100,8 +104,9 @@ class Directory:
         self._limiter.check("code:handle", handle)
         code = "".join(secrets.choice("0123456789") for _ in range(codes.CODE_DIGITS))
         now = self._clock()
-        await self._store.put_code(codes.issue(self._secret, handle, REGISTER, code, now))
-        text = f"Your Parley code is {code}. Do not share it with anyone."
+        await self._store.put_code(codes.issue(self._secret, handle, purpose, code, now))
+        action = "code" if purpose == REGISTER else f"code to {purpose} this number"
+        text = f"Your Parley {action} is {code}. Do not share it with anyone."
         sms = OutboundSms(
             self._make_id("c"), self._sms_sender, handles.phone_of(handle), sms_text.encode(text, 0), want_report=False
         )
@@ -112,9 +117,24 @@ class Directory:
             raise ApiError(503, ErrorCode.UNAVAILABLE, "the SMS gateway cannot send the code now; try again") from None
         return CodeSent(handle=handle, channel="sms", expires_in_s=codes.CODE_TTL_MS // 1000)
 
+    async def send_reproof(self, handle: str, answer_ms: int) -> None:
+        """Send a silent re-proof code to a phone handle; the device holding the SIM
+        answers it by SMS (``parley.core.leaving``). Raises GatewayError if it cannot go."""
+        code = "".join(secrets.choice("0123456789") for _ in range(codes.CODE_DIGITS))
+        now = self._clock()
+        await self._store.put_code(codes.issue(self._secret, handle, leaving.REPROOF, code, now, ttl_ms=answer_ms))
+        text = leaving.REPROOF_PREFIX + code
+        sms = OutboundSms(
+            self._make_id("c"), self._sms_sender, handles.phone_of(handle), sms_text.encode(text, 0), want_report=False
+        )
+        await self._gateway.send(sms)
+
+    def check_verify_rate(self, address: str) -> None:
+        self._limiter.check("verify:address", address)
+
     async def register(self, request: RegisterRequest, address: str) -> Registered:
         handle = normalise_or_400(request.handle)
-        self._limiter.check("verify:address", address)
+        self.check_verify_rate(address)
         # Keys are checked before the code is spent: a bad upload stores nothing at all.
         try:
             keys.check_identity(request.identity_key, request.signing_key, request.signature)
@@ -133,6 +153,7 @@ class Directory:
             identity_key=request.identity_key,
             signing_key=request.signing_key,
             inbox_key=request.inbox_key,
+            lease_until_ms=self._clock() + self._lease_ms,
         )
         outcome = await self._store.register_device(handle, self._make_id("a"), record, MAX_DEVICES_PER_ACCOUNT)
         if outcome.account_id is None:
@@ -174,7 +195,14 @@ class Directory:
         record = await self._store.get_device(device_id) if device_id and secret else None
         if record is None or not hmac.compare_digest(record.secret_hash, hash_secret(secret)):
             raise ApiError(401, ErrorCode.UNAUTHORIZED, "unknown device or wrong credential")
+        await self.renew_if_due(record)
         return record
+
+    async def renew_if_due(self, record: DeviceRecord) -> None:
+        """A running client renews its registration lease by using it (see core.leaving)."""
+        now = self._clock()
+        if leaving.renewal_due(record.lease_until_ms, now, self._lease_ms):
+            await self._store.renew_lease(record.device_id, now + self._lease_ms)
 
     async def devices(self, account_id: str) -> list[DeviceRecord]:
         return await self._store.devices_of(account_id)
@@ -200,6 +228,7 @@ class Directory:
                 continue
             account_id = await self.account_for(handle)
             devices = await self._store.devices_of(account_id) if account_id else []
+            left = None if devices else await self._store.left_record(handle)
             results.append(
                 LookupResult(
                     query=query,
@@ -207,6 +236,11 @@ class Directory:
                     on_parley=bool(devices),
                     devices=[device_info(d) for d in devices],
                     ttl_s=LOOKUP_TTL_S,
+                    left=(
+                        LeftRecord(left.handle, left.left_at_ms, left.reason, left.signature, left.moved_to)
+                        if left
+                        else None
+                    ),
                 )
             )
         return results

@@ -104,7 +104,9 @@ class Api:
         simulator: CarrierSimulator | None,
         sms: SmsService,
         kannel_secret: str | None = None,
+        left_key: str = "",
     ) -> None:
+        self._left_key = left_key
         self._directory = directory
         self._hub = hub
         self._keys = key_directory
@@ -116,7 +118,14 @@ class Api:
         self._kannel_secret = kannel_secret
 
     async def info(self, request: Request) -> Response:
-        return reply(ServerInfo(version=__version__, carrier=self._carrier_name, server_time_ms=self._clock()))
+        return reply(
+            ServerInfo(
+                version=__version__,
+                carrier=self._carrier_name,
+                server_time_ms=self._clock(),
+                left_key=self._left_key,
+            )
+        )
 
     async def request_code(self, request: Request) -> Response:
         body = await decode(request, CodeRequest)

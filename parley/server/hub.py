@@ -118,6 +118,9 @@ class Hub:
     def connected(self) -> int:
         return len(self._connections)
 
+    def connected_ids(self) -> list[str]:
+        return list(self._connections)
+
     def disconnect(self, device_id: str) -> None:
         """Close a device's live connection, on whichever node (it was unlinked)."""
         connection = self._connections.pop(device_id, None)

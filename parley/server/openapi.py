@@ -7,8 +7,11 @@ from typing import Any
 import msgspec
 
 from parley import __version__
-from parley.server.http_api import ENDPOINTS
+from parley.server.http_api import ENDPOINTS as API_ENDPOINTS
+from parley.server.leaving_api import LEAVING_ENDPOINTS
 from parley.wire import ErrorBody
+
+ENDPOINTS = [*API_ENDPOINTS, *LEAVING_ENDPOINTS]
 
 
 def _ref(name: str) -> dict[str, str]:

@@ -30,6 +30,7 @@ from parley.core import fanout, handles, sms_text
 from parley.errors import ApiError, InvalidHandle
 from parley.server.directory import Directory
 from parley.server.hub import Hub
+from parley.server.leaving import Exits
 from parley.server.limits import Limiter
 from parley.store.base import DeviceRecord, NewEnvelope, Store
 from parley.wire import (
@@ -70,7 +71,11 @@ class SmsService:
         clock: Callable[[], int],
         make_id: Callable[[str], str],
         limiter: Limiter | None = None,
+        exits: Exits | None = None,
+        service_sender: str = "Parley",
     ) -> None:
+        self._service_sender = service_sender  # the sender id codes go out from
+        self._exits = exits
         self._limiter = limiter
         self._store = store
         self._directory = directory
@@ -121,7 +126,7 @@ class SmsService:
         recipient = await self._directory.account(recipient_account) if recipient_account else None
         on_parley = recipient is not None and bool(recipient.device_ids) and recipient.account_id != own.account_id
         copies: list[NewEnvelope] = []
-        if not on_parley:
+        if not on_parley and not request.handover:
             copies = self._copies(sender, own.device_ids, own.primary_handle, request)
         now = self._clock()
         item = fb.OutboxItem(
@@ -295,6 +300,8 @@ class SmsService:
         # Notices first, then the mark: a crash between them repeats a notice (harmless:
         # the claim is idempotent) instead of losing one.
         await self._hub.deliver(envelopes)
+        if self._exits is not None:
+            await self._exits.note_due(due)
         await self._store.fallbacks_notified([watch.key for watch in due])
         log.info("fallback windows passed for %d message(s)", len(by_message))
         return len(due)
@@ -302,6 +309,8 @@ class SmsService:
     # --- the carrier speaks (CarrierSink) ---
 
     async def inbound(self, sms: CarrierSms) -> bool:
+        if sms.to == self._service_sender and self._exits is not None:
+            return await self._exits.reproof_answer(sms.sender, sms.text)  # a re-proof answer
         handle = handles.TEL + sms.to
         account_id = await self._directory.account_for(handle)
         if account_id is None:
@@ -350,8 +359,9 @@ class SmsService:
             await self._status(updated)
 
     async def event(self, event: CarrierEvent) -> None:
-        # Issue 4 ("never trapped") acts on these; until then they are only recorded.
         log.info("carrier event %s for a number", event.kind)
+        if self._exits is not None:
+            await self._exits.carrier_event(event)
 
 
 def seal(inbox_key: str, plaintext: bytes) -> bytes | None:

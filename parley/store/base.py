@@ -18,6 +18,12 @@ Rules every implementation keeps:
   fallback watches in the same transaction as its envelopes; ``queue_sms`` applies
   :func:`parley.core.fallback.claim` inside one transaction, so an SMS is queued at most
   once per (sender account, message id, number) however many devices ask at once.
+* Leaving (``parley.core.leaving``): ``leave`` unlinks every device of the handle's
+  account, releases the handle, drops the account's fallback watches and overdue notes,
+  and stores the signed "left" record, in one transaction; ``register_device`` drops the
+  handle's "left" record in its transaction and marks the handle proven at the device's
+  ``created_at_ms`` (a registration proves the number). ``settle_fallbacks`` also drops
+  the overdue notes of what was acked.
 * ``claim_prekey`` hands out each one-time key exactly once, even to concurrent callers;
   when none is left it returns the fallback key, which stays.
 """
@@ -30,6 +36,7 @@ from typing import Protocol
 
 from parley.core.codes import PendingCode
 from parley.core.fallback import Claim, Fallback, FallbackKey, OutboxItem
+from parley.core.leaving import Departure, Left, Overdue
 from parley.core.receipts import AckedEnvelope
 from parley.wire import ClaimedKey, Envelope, EnvelopeKind, KeyCount, SignedKey
 
@@ -45,6 +52,8 @@ class DeviceRecord:
     signing_key: str = ""
     # --- carrier path ---
     inbox_key: str = ""  # Curve25519 (base64) that inbound SMS is sealed to; "" if none
+    # --- leaving Parley ---
+    lease_until_ms: int = 0  # the registration lease ends here unless renewed; 0: no lease
 
 
 @dataclass(frozen=True)
@@ -178,7 +187,8 @@ class Store(Protocol):
 
     async def settle_fallbacks(self, recipient_account: str, acked: Sequence[tuple[str, str]]) -> int:
         """A device of ``recipient_account`` acked these (sender_account, message_id):
-        drop their watches for that account; return how many were dropped."""
+        drop their watches (and overdue notes) for that account; return how many
+        watches were dropped."""
         ...
 
     async def due_fallbacks(self, now_ms: int, limit: int) -> list[Fallback]:
@@ -212,4 +222,43 @@ class Store(Protocol):
 
     async def find_sms(self, sms_id: str = "", carrier_ref: str = "") -> OutboxItem | None:
         """The outbox item with this id, or (if ``sms_id`` is empty) this carrier ref."""
+        ...
+
+    # --- leaving Parley (see parley.core.leaving) ---
+
+    async def note_overdue(self, items: Sequence[Overdue]) -> None:
+        """Note messages unacked past their windows (a note whose key, (recipient
+        account, sender account, message id), exists is kept as it is)."""
+        ...
+
+    async def overdue(self, limit: int) -> list[Overdue]:
+        """Up to ``limit`` overdue notes, oldest first."""
+        ...
+
+    async def leave(self, handle: str, record: Left) -> Departure:
+        """Atomically: unlink every device of the account owning ``handle`` (mailboxes
+        and keys with them), returning what was queued for them; release ``handle``;
+        drop the account's fallback watches (as recipient) and overdue notes; store
+        ``record`` as the handle's "left" record (replacing one). A handle no account
+        owns only gets the record."""
+        ...
+
+    async def left_record(self, handle: str) -> Left | None: ...
+
+    async def set_proven(self, handle: str, at_ms: int) -> None:
+        """The handle was proven (a re-proof answered) at ``at_ms``."""
+        ...
+
+    async def proofs_due(self, before_ms: int, limit: int) -> list[str]:
+        """Up to ``limit`` phone handles (``tel:``) owned by an account, last proven
+        before ``before_ms``, longest ago first."""
+        ...
+
+    async def renew_lease(self, device_id: str, until_ms: int) -> bool:
+        """Set the device's lease end; False if the device is unknown."""
+        ...
+
+    async def lapsed_devices(self, now_ms: int, limit: int) -> list[DeviceRecord]:
+        """Up to ``limit`` devices whose lease ended (0 < lease_until_ms <= ``now_ms``),
+        earliest first."""
         ...

@@ -8,6 +8,7 @@ from dataclasses import replace
 
 from parley.core import fallback as fb
 from parley.core.codes import PendingCode
+from parley.core.leaving import Departure, Left, Overdue, Queued
 from parley.core.receipts import AckedEnvelope
 from parley.store.base import DeviceRecord, NewEnvelope, Registration, Submitted
 from parley.wire import ClaimedKey, Envelope, KeyCount, SignedKey
@@ -26,6 +27,9 @@ class MemoryStore:
         self._outbox: dict[str, fb.OutboxItem] = {}
         self._one_time: dict[str, dict[str, SignedKey]] = {}  # device -> key id -> key, oldest first
         self._fallback: dict[str, SignedKey] = {}
+        self._overdue: dict[tuple[str, str, str], Overdue] = {}
+        self._left: dict[str, Left] = {}
+        self._proven: dict[str, int] = {}
 
     async def open(self) -> None:
         pass
@@ -49,6 +53,8 @@ class MemoryStore:
     async def register_device(
         self, handle: str, new_account_id: str, device: DeviceRecord, max_devices: int
     ) -> Registration:
+        self._left.pop(handle, None)
+        self._proven[handle] = device.created_at_ms
         account_id = self._handles.get(handle)
         created = account_id is None
         if account_id is None:
@@ -191,6 +197,7 @@ class MemoryStore:
         for sender_account, message_id in acked:
             key = fb.FallbackKey(sender_account, message_id, recipient_account)
             dropped += self._watches.pop(key, None) is not None
+            self._overdue.pop((recipient_account, sender_account, message_id), None)
         return dropped
 
     async def due_fallbacks(self, now_ms: int, limit: int) -> list[fb.Fallback]:
@@ -243,3 +250,52 @@ class MemoryStore:
         if not carrier_ref:
             return None
         return next((o for o in self._outbox.values() if o.carrier_ref == carrier_ref), None)
+
+    # --- leaving Parley ---
+
+    async def note_overdue(self, items: Sequence[Overdue]) -> None:
+        for item in items:
+            self._overdue.setdefault((item.recipient_account, item.sender_account, item.message_id), item)
+
+    async def overdue(self, limit: int) -> list[Overdue]:
+        return sorted(self._overdue.values(), key=lambda n: (n.since_ms, n.message_id))[:limit]
+
+    async def leave(self, handle: str, record: Left) -> Departure:
+        self._left[handle] = record
+        account_id = self._handles.pop(handle, None)
+        if account_id is None:
+            return Departure(None, [], [])
+        self._accounts[account_id] = [h for h in self._accounts.get(account_id, []) if h != handle]
+        devices = [d.device_id for d in await self.devices_of(account_id)]
+        backlog = [
+            Queued(e.sender_account, e.message_id, e.kind)
+            for device_id in devices
+            for e in self._mailboxes.get(device_id, [])
+        ]
+        for device_id in devices:
+            await self.remove_device(device_id)
+        self._watches = {k: w for k, w in self._watches.items() if k.recipient_account != account_id}
+        self._overdue = {k: n for k, n in self._overdue.items() if n.recipient_account != account_id}
+        return Departure(account_id, devices, backlog)
+
+    async def left_record(self, handle: str) -> Left | None:
+        return self._left.get(handle)
+
+    async def renew_lease(self, device_id: str, until_ms: int) -> bool:
+        record = self._devices.get(device_id)
+        if record is None:
+            return False
+        self._devices[device_id] = replace(record, lease_until_ms=until_ms)
+        return True
+
+    async def lapsed_devices(self, now_ms: int, limit: int) -> list[DeviceRecord]:
+        lapsed = [d for d in self._devices.values() if 0 < d.lease_until_ms <= now_ms]
+        return sorted(lapsed, key=lambda d: (d.lease_until_ms, d.device_id))[:limit]
+
+    async def set_proven(self, handle: str, at_ms: int) -> None:
+        if handle in self._handles:
+            self._proven[handle] = at_ms
+
+    async def proofs_due(self, before_ms: int, limit: int) -> list[str]:
+        due = [h for h in self._handles if h.startswith("tel:") and self._proven.get(h, 0) < before_ms]
+        return sorted(due, key=lambda h: (self._proven.get(h, 0), h))[:limit]

@@ -17,13 +17,15 @@ from dataclasses import replace
 
 from parley.core import fallback as fb
 from parley.core.codes import PendingCode
+from parley.core.leaving import Departure, Left, Overdue
 from parley.core.receipts import AckedEnvelope
 from parley.store import sqlite_carrier as carrier_sql
+from parley.store import sqlite_leaving as leaving_sql
 from parley.store.base import DeviceRecord, NewEnvelope, Registration, Submitted
 from parley.store.sqlite_worker import SqliteWorker
 from parley.wire import ClaimedKey, Envelope, KeyCount, SignedKey
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # Migrations by target version; the store applies the missing ones at open.
 MIGRATIONS: dict[int, str] = {
@@ -94,6 +96,7 @@ MIGRATIONS: dict[int, str] = {
         signature TEXT NOT NULL
     );
     """,
+    4: leaving_sql.LEAVING_MIGRATION,
 }
 
 _ENVELOPE_COLUMNS = "seq, message_id, kind, sender_account, sender_device, sender_handle, sent_at_ms, body"
@@ -125,11 +128,13 @@ def _migrate(connection: sqlite3.Connection) -> None:
         connection.execute("COMMIT")
 
 
-def _device(row: tuple[str, str, str, str, int, str, str, str]) -> DeviceRecord:
+def _device(row: tuple[str, str, str, str, int, str, str, str, int]) -> DeviceRecord:
     return DeviceRecord(*row)
 
 
-_DEVICE_COLUMNS = "device_id, account_id, name, secret_hash, created_at_ms, identity_key, signing_key, inbox_key"
+_DEVICE_COLUMNS = (
+    "device_id, account_id, name, secret_hash, created_at_ms, identity_key, signing_key, inbox_key, lease_until_ms"
+)
 
 
 class SqliteStore:
@@ -260,6 +265,31 @@ class SqliteStore:
     async def find_sms(self, sms_id: str = "", carrier_ref: str = "") -> fb.OutboxItem | None:
         return await self._reader.call(carrier_sql.find_sms, sms_id, carrier_ref)
 
+    # --- leaving Parley (queries in sqlite_leaving.py) ---
+    async def note_overdue(self, items: Sequence[Overdue]) -> None:
+        await self._writer.call(leaving_sql.note_overdue, list(items))
+
+    async def overdue(self, limit: int) -> list[Overdue]:
+        return await self._reader.call(leaving_sql.overdue, limit)
+
+    async def leave(self, handle: str, record: Left) -> Departure:
+        return await self._writer.call(leaving_sql.leave, handle, record)
+
+    async def left_record(self, handle: str) -> Left | None:
+        return await self._reader.call(leaving_sql.left_record, handle)
+
+    async def set_proven(self, handle: str, at_ms: int) -> None:
+        await self._writer.call(leaving_sql.set_proven, handle, at_ms)
+
+    async def proofs_due(self, before_ms: int, limit: int) -> list[str]:
+        return await self._reader.call(leaving_sql.proofs_due, before_ms, limit)
+
+    async def renew_lease(self, device_id: str, until_ms: int) -> bool:
+        return await self._writer.call(leaving_sql.renew_lease, device_id, until_ms)
+
+    async def lapsed_devices(self, now_ms: int, limit: int) -> list[DeviceRecord]:
+        return await self._reader.call(leaving_sql.lapsed_devices, now_ms, limit, _DEVICE_COLUMNS)
+
 
 # The functions below run on a worker thread, each inside the worker's transaction.
 
@@ -281,18 +311,20 @@ def _handles_of(db: sqlite3.Connection, account_id: str) -> list[str]:
 def _register_device(
     db: sqlite3.Connection, handle: str, new_account_id: str, device: DeviceRecord, max_devices: int
 ) -> Registration:
+    db.execute("DELETE FROM left_handles WHERE handle = ?", (handle,))
     account_id = _account_for_handle(db, handle)
     created = account_id is None
     if account_id is None:
         account_id = new_account_id
         db.execute("INSERT INTO accounts VALUES (?, ?)", (account_id, device.created_at_ms))
-        db.execute("INSERT INTO handles VALUES (?, ?)", (handle, account_id))
+        db.execute("INSERT INTO handles (handle, account_id) VALUES (?, ?)", (handle, account_id))
+    db.execute("UPDATE handles SET proven_at_ms = ? WHERE handle = ?", (device.created_at_ms, handle))
     (count,) = db.execute("SELECT count(*) FROM devices WHERE account_id = ?", (account_id,)).fetchone()
     if count >= max_devices:
         return Registration(None, created)
     record = replace(device, account_id=account_id)
     db.execute(
-        f"INSERT INTO devices ({_DEVICE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        f"INSERT INTO devices ({_DEVICE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             record.device_id,
             record.account_id,
@@ -302,6 +334,7 @@ def _register_device(
             record.identity_key,
             record.signing_key,
             record.inbox_key,
+            record.lease_until_ms,
         ),
     )
     return Registration(account_id, created)

@@ -87,6 +87,10 @@ def settle_fallbacks(db: sqlite3.Connection, recipient_account: str, acked: list
             "DELETE FROM fallbacks WHERE sender_account = ? AND message_id = ? AND recipient_account = ?",
             (sender_account, message_id, recipient_account),
         ).rowcount
+        db.execute(
+            "DELETE FROM overdue WHERE recipient_account = ? AND sender_account = ? AND message_id = ?",
+            (recipient_account, sender_account, message_id),
+        )
     return dropped
 
 

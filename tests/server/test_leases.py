@@ -1,0 +1,57 @@
+"""Registration leases against a real server process (a lease of about 3 s): a device
+whose client stops running lapses, and when every device of a number lapsed the number
+leaves Parley and what was queued is re-routed; a connected device keeps its lease."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from websockets.asyncio.client import connect
+
+from tests.conftest import ServerProcess
+from tests.server.test_bad_input import ALICE, BOB, auth, register, ws_url
+
+pytestmark = pytest.mark.slow
+
+LEASE_DAYS = 3 / 86_400  # 3 s
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ServerProcess]:
+    process = ServerProcess(tmp_path / "server-data", "--lease-days", repr(LEASE_DAYS))
+    process.start()
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+@pytest.fixture
+async def http(server: ServerProcess) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
+        yield client
+
+
+async def test_idle_devices_lapse_and_running_ones_stay(http: httpx.AsyncClient, server: ServerProcess) -> None:
+    alice = await register(http, ALICE)
+    bob = await register(http, BOB)
+    send = {
+        "message_id": "m1",
+        "recipients": [BOB],
+        "fallback_s": 0,
+        "envelopes": [{"device_id": bob.device_id, "body": ""}],
+    }
+    async with connect(ws_url(server.url), additional_headers=auth(alice)):
+        assert (await http.post("/v1/messages", json=send, headers=auth(alice))).status_code == 200
+        await asyncio.sleep(5.5)  # Bob's client never runs; Alice's stays connected
+        lookup = (await http.post("/v1/lookup", json={"handles": [BOB, ALICE]}, headers=auth(alice))).json()
+    bob_result, alice_result = lookup["results"]
+    assert bob_result["on_parley"] is False and bob_result["left"]["reason"] == "lapsed"
+    assert alice_result["on_parley"] is True
+    assert (await http.get("/v1/messages", headers=auth(bob))).status_code == 401
+    fetched = (await http.get("/v1/messages", headers=auth(alice))).json()["envelopes"]
+    assert [e["kind"] for e in fetched if e["message_id"] == "m1"] == ["fallback"]  # re-routed, not lost

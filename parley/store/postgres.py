@@ -26,13 +26,16 @@ import asyncpg
 
 from parley.core import fallback as fb
 from parley.core.codes import PendingCode
+from parley.core.leaving import Departure, Left, Overdue
 from parley.core.receipts import AckedEnvelope
-from parley.store import pg_carrier, pg_keys, pg_migrate
+from parley.store import pg_carrier, pg_keys, pg_leaving, pg_migrate
 from parley.store.base import DeviceRecord, NewEnvelope, Registration, Submitted
 from parley.store.pg_writer import GroupCommitter, WriteCall
 from parley.wire import ClaimedKey, Envelope, KeyCount, SignedKey
 
-_DEVICE_COLUMNS = "device_id, account_id, name, secret_hash, created_at_ms, identity_key, signing_key, inbox_key"
+_DEVICE_COLUMNS = (
+    "device_id, account_id, name, secret_hash, created_at_ms, identity_key, signing_key, inbox_key, lease_until_ms"
+)
 _ENVELOPE_COLUMNS = "seq, message_id, kind, sender_account, sender_device, sender_handle, sent_at_ms, body"
 
 
@@ -212,7 +215,9 @@ class PostgresStore:
     # --- the carrier path: fallback watches and the SMS outbox (see pg_carrier) ---
 
     async def settle_fallbacks(self, recipient_account: str, acked: Sequence[tuple[str, str]]) -> int:
-        return await pg_carrier.settle_fallbacks(self._pool, recipient_account, acked)
+        async with self._pool.acquire() as db, db.transaction():
+            await pg_leaving.settle_overdue(db, recipient_account, acked)
+            return await pg_carrier.settle_fallbacks(db, recipient_account, acked)
 
     async def due_fallbacks(self, now_ms: int, limit: int) -> list[fb.Fallback]:
         return await pg_carrier.due_fallbacks(self._pool, now_ms, limit)
@@ -235,16 +240,45 @@ class PostgresStore:
     async def find_sms(self, sms_id: str = "", carrier_ref: str = "") -> fb.OutboxItem | None:
         return await pg_carrier.find_sms(self._pool, sms_id, carrier_ref)
 
+    # --- leaving Parley (see pg_leaving) ---
+
+    async def note_overdue(self, items: Sequence[Overdue]) -> None:
+        await pg_leaving.note_overdue(self._pool, items)
+
+    async def overdue(self, limit: int) -> list[Overdue]:
+        return await pg_leaving.overdue(self._pool, limit)
+
+    async def leave(self, handle: str, record: Left) -> Departure:
+        async with self._pool.acquire() as db, db.transaction():
+            return await pg_leaving.leave(db, handle, record)
+
+    async def left_record(self, handle: str) -> Left | None:
+        return await pg_leaving.left_record(self._pool, handle)
+
+    async def set_proven(self, handle: str, at_ms: int) -> None:
+        await pg_leaving.set_proven(self._pool, handle, at_ms)
+
+    async def proofs_due(self, before_ms: int, limit: int) -> list[str]:
+        return await pg_leaving.proofs_due(self._pool, before_ms, limit)
+
+    async def renew_lease(self, device_id: str, until_ms: int) -> bool:
+        return await pg_leaving.renew_lease(self._pool, device_id, until_ms)
+
+    async def lapsed_devices(self, now_ms: int, limit: int) -> list[DeviceRecord]:
+        return await pg_leaving.lapsed_devices(self._pool, now_ms, limit, _DEVICE_COLUMNS)
+
 
 async def _register_device(
     db: Any, handle: str, new_account_id: str, device: DeviceRecord, max_devices: int
 ) -> Registration:
+    await db.execute("DELETE FROM left_handles WHERE handle = $1", handle)
     account_id: str | None = await db.fetchval("SELECT account_id FROM handles WHERE handle = $1", handle)
     created = account_id is None
     if account_id is None:
         account_id = new_account_id
         await db.execute("INSERT INTO accounts VALUES ($1, $2)", account_id, device.created_at_ms)
-        await db.execute("INSERT INTO handles VALUES ($1, $2)", handle, account_id)
+        await db.execute("INSERT INTO handles (handle, account_id) VALUES ($1, $2)", handle, account_id)
+    await db.execute("UPDATE handles SET proven_at_ms = $2 WHERE handle = $1", handle, device.created_at_ms)
     # Lock the account so two nodes registering at once cannot both pass the count.
     await db.execute("SELECT 1 FROM accounts WHERE account_id = $1 FOR UPDATE", account_id)
     count = await db.fetchval("SELECT count(*) FROM devices WHERE account_id = $1", account_id)
@@ -252,7 +286,7 @@ async def _register_device(
         return Registration(None, created)
     record = replace(device, account_id=account_id)
     await db.execute(
-        f"INSERT INTO devices ({_DEVICE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        f"INSERT INTO devices ({_DEVICE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         record.device_id,
         record.account_id,
         record.name,
@@ -261,6 +295,7 @@ async def _register_device(
         record.identity_key,
         record.signing_key,
         record.inbox_key,
+        record.lease_until_ms,
     )
     await db.execute("INSERT INTO mailbox_heads (device_id) VALUES ($1)", record.device_id)
     return Registration(account_id, created)

@@ -20,7 +20,7 @@ T0 = 1_700_000_000_000
 
 @pytest.fixture(params=list(STORE_FACTORIES))
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    implementation = STORE_FACTORIES[request.param](tmp_path)
+    implementation = STORE_FACTORIES[request.param](tmp_path, request)
     await implementation.open()
     try:
         yield implementation

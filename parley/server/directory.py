@@ -281,6 +281,11 @@ class Directory:
         self.forget(account_id, handle)
         self._on_change(account_id, handle)
 
+    def changed(self, account_id: str, handle: str | None = None) -> None:
+        """An account's devices or handles changed outside this class (a way out of
+        Parley): drop cached facts here and on every other node."""
+        self._changed(account_id, handle)
+
     def _remember_handle(self, handle: str, account_id: str | None) -> None:
         if len(self._account_of_handle) >= CACHE_LIMIT:
             self._account_of_handle.clear()

@@ -102,10 +102,7 @@ class Exits:
     async def leave(self, handle: str, reason: core.Reason, moved_to: str = "") -> tuple[core.Departure, core.Left]:
         record = self._signer.sign(core.Left(handle, self._clock(), reason.value, moved_to))
         departure = await self._store.leave(handle, record)
-        if departure.account_id is not None:
-            self._directory.forget(departure.account_id, handle)
-        else:
-            self._directory.forget("", handle)
+        self._directory.changed(departure.account_id or "", handle)
         for device_id in departure.device_ids:
             self._hub.disconnect(device_id)
         plan = core.reroute(departure.backlog, departure.account_id or "")
@@ -200,7 +197,7 @@ class Exits:
         for record in lapsed:
             if record.device_id in unlink:
                 await self._store.remove_device(record.device_id)
-                self._directory.forget(record.account_id)
+                self._directory.changed(record.account_id)
                 self._hub.disconnect(record.device_id)
         log.info("%d device lease(s) lapsed; %d account(s) left", len(lapsed), len(leave))
         return len(lapsed)

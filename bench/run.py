@@ -390,6 +390,8 @@ async def run_clients(args: argparse.Namespace) -> dict[str, Any]:
     if sender.refused:
         log(f"{len(sender.refused)} sends refused, e.g. {sender.refused[0]}")
     return result | {
+        # What the server accepted, not what was offered: it may decline deflate.
+        "ws_compression": ", ".join(e.name for e in sender.ws.protocol.extensions) or None,
         "refused": len(sender.refused),
         "duplicates": receiver.duplicates,
         "register_s": round(register_s, 2),
@@ -424,7 +426,6 @@ def main(argv: list[str] | None = None) -> int:
         "python": platform.python_version(),
         "platform": platform.platform(terse=True),
         "cpu_count": os.cpu_count(),
-        "ws_compression": None if args.no_deflate else "deflate",
         "server": args.server or "spawned",
         "loadavg_1m_start": round(os.getloadavg()[0], 2),  # other work on the machine skews every figure
     }

@@ -16,6 +16,7 @@ from parley.wire import MAX_RECIPIENTS, Handle, Id, PublicKey, Struct
 
 MAX_TEXT_CHARS = 16_000
 MAX_RESEND = 100
+MAX_READ = 500
 
 
 class Text(Struct, tag="text", tag_field="type", frozen=True):
@@ -46,7 +47,17 @@ class SasMac(Struct, tag="sas.mac", tag_field="type", frozen=True):
     keys_mac: Annotated[str, msgspec.Meta(max_length=128)]
 
 
-Content = Text | ResendRequest | SasStart | SasMac
+class Read(Struct, tag="read", tag_field="type", frozen=True):
+    """Control: the person read these messages (at ``read_at_ms``). To the senders'
+    devices it is a read receipt; to the reader's own other devices it clears their
+    unread state. A ``control`` envelope, so the server writes no "delivered" receipt
+    and starts no SMS fallback for it, and learns only that a control envelope passed."""
+
+    message_ids: Annotated[list[Id], msgspec.Meta(min_length=1, max_length=MAX_READ)]
+    read_at_ms: int
+
+
+Content = Text | ResendRequest | SasStart | SasMac | Read
 Verification = SasStart | SasMac
 
 encode_content = msgspec.msgpack.Encoder().encode

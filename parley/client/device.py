@@ -15,32 +15,41 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import re
 import secrets
 import socket
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from typing import Any
 
 import msgspec
-import websockets
 from websockets.asyncio.client import connect
 
 from parley.client import leaving
 from parley.client.api import ServerApi, ws_url
 from parley.client.channel import Channel
 from parley.client.contacts import TrustBook, device_keys
-from parley.client.content import ResendRequest, SasMac, SasStart, Text, Verification, encode_content
+from parley.client.content import Read, ResendRequest, SasMac, SasStart, Text, encode_content
+from parley.client.events import (
+    Event,
+    ReadElsewhere,
+    Received,
+    Repaired,
+    StateChanged,
+    Typing,
+    Unreadable,
+    VerificationStep,
+)
 from parley.client.olm import OlmMachine
 from parley.client.profile import COULD_NOT_DECRYPT, PLACEHOLDER_STATES, Profile, StoredMessage
+from parley.client.receipts import ReadState
 from parley.client.sms import SmsHandover, new_inbox_key, open_sealed_sms, sms_route
+from parley.client.watch import HEARTBEAT_S, Watcher
 from parley.core import fallback, handles, trust
 from parley.errors import (
     DecryptFailed,
     ParleyError,
     ProfileError,
-    ProtocolError,
     Rejected,
     StaleDevices,
     Unreachable,
@@ -49,22 +58,30 @@ from parley.errors import (
 from parley.wire import (
     MAX_FRAME_BYTES,
     MAX_LOOKUP_HANDLES,
-    Ack,
-    Deliver,
     DeviceInfo,
     Envelope,
-    Hello,
     LookupResult,
     OutEnvelope,
-    WsClose,
     fallback_decoder,
-    frame_encode,
     receipt_decoder,
-    server_frame_decoder,
     sms_status_decoder,
 )
 
+__all__ = [
+    "Device",
+    "Event",
+    "ReadElsewhere",
+    "Received",
+    "Repaired",
+    "StateChanged",
+    "Typing",
+    "Unreadable",
+    "VerificationStep",
+]
+
 SEND_ATTEMPTS = 3
+CLOCK_OFFSET = "clock_offset_ms"  # the server's clock minus this device's, when corrected
+REVOKED = "revoked"  # set once the server refused this device's credential
 _CODE = re.compile(r"\b(\d{6})\b")
 
 
@@ -74,43 +91,6 @@ def wall_clock_ms() -> int:
 
 def new_message_id() -> str:
     return secrets.token_urlsafe(16)
-
-
-@dataclass(frozen=True)
-class Received:
-    """A message arrived (from someone else, or a copy of one this account sent)."""
-
-    message: StoredMessage
-
-
-@dataclass(frozen=True)
-class StateChanged:
-    """A message this account sent moved on (e.g. to "delivered")."""
-
-    message_id: str
-    state: str
-
-
-@dataclass(frozen=True)
-class Unreadable:
-    """An envelope whose body could not be opened: shown as "could not decrypt", acked,
-    and asked for again from the sender's device, whose resend takes its place."""
-
-    sender_handle: str
-    message_id: str
-    reason: str
-
-
-@dataclass(frozen=True)
-class VerificationStep:
-    """A step of a SAS comparison arrived from another device (see ``parley.client.sas``)."""
-
-    sender_handle: str
-    sender_device: str
-    content: Verification
-
-
-Event = Received | StateChanged | Unreadable | VerificationStep
 
 
 def conversation_key(participants: set[str]) -> str:
@@ -131,12 +111,37 @@ class Device:
         self.handle = profile.require("handle")
         self._credential = profile.require("credential")
         self.api = ServerApi(self.server, self._credential)
-        self._clock = clock
+        self.raw_clock = clock
+        self.clock_offset_ms = int(profile.get(CLOCK_OFFSET) or 0)
+        self._clock = self.now
         self._make_id = make_id
-        self.olm = OlmMachine.load(profile, clock)
-        self.trust = TrustBook(profile, self.handle, clock)
+        self.olm = OlmMachine.load(profile, self.now)
+        self.trust = TrustBook(profile, self.handle, self.now)
         self.channel = Channel(profile, self.api, self.olm, self.trust, self.device_id, self.handle, make_id)
         self._sms = SmsHandover(self.api, profile, self._other_devices, self._seal_copies)
+        self.reads = ReadState(
+            profile,
+            self.channel,
+            self.lookup,
+            self.own_devices,
+            self.handle,
+            self.account_id,
+            self.device_id,
+            self.now,
+            make_id,
+        )
+
+    def now(self) -> int:
+        """This device's clock, corrected by the skew measured against the server's."""
+        return self.raw_clock() + self.clock_offset_ms
+
+    def set_clock_offset(self, offset_ms: int) -> None:
+        self.clock_offset_ms = offset_ms
+        self.profile.set_many({CLOCK_OFFSET: str(offset_ms)})
+
+    def log_repair(self, check: str, outcome: str, detail: str) -> None:
+        """Write one line of the repair log that ``parley doctor`` shows."""
+        self.profile.log_repair(self.now(), check, outcome, detail)
 
     def new_id(self) -> str:
         return self._make_id()
@@ -167,12 +172,16 @@ class Device:
         if not handles.is_phone(handle):
             raise UsageError("register with a phone number (+E.164)")
         number = handles.phone_of(handle)
+        again = False
         try:
-            Profile.open(profile_name).close()
+            existing = Profile.open(profile_name)
         except ProfileError:
             pass  # no device under that name yet: good
         else:
-            raise UsageError(f"profile {profile_name!r} already has a device; pick another --profile name")
+            again = existing.get(REVOKED) is not None  # the server refused it: register it anew
+            existing.close()
+            if not again:
+                raise UsageError(f"profile {profile_name!r} already has a device; pick another --profile name")
         async with ServerApi(server) as api:
             if code is None:
                 info = await api.info()
@@ -186,6 +195,8 @@ class Device:
                     raise UsageError(f"a code was sent by SMS to {number}; run again with --code CODE")
             name = device_name or f"{profile_name} on {socket.gethostname()}"
             profile = Profile.create(profile_name)
+            if again:
+                forget_old_device(profile)
             olm = OlmMachine.create(profile, wall_clock_ms)
             inbox_key, inbox_secret = new_inbox_key()  # inbound SMS are sealed to it
             request = msgspec.structs.replace(olm.register_request(handle, code, name[:64]), inbox_key=inbox_key)
@@ -196,6 +207,7 @@ class Device:
                 raise
             olm.published()
             left_key = (await api.info()).left_key  # pinned: "left" records must verify under it
+        profile.db.execute("DELETE FROM settings WHERE key = ?", (REVOKED,))
         profile.set_many(
             {
                 "server": api.server,
@@ -361,6 +373,14 @@ class Device:
         targets.pop(self.device_id, None)
         return list(targets.values())
 
+    # --- read state ---
+
+    async def mark_read(self, raw_handle: str | None = None) -> list[str]:
+        """Mark a conversation (or all) read here, on this person's other devices, and
+        (where allowed) for the senders; return the ids that were unread."""
+        conversation = handles.normalise(raw_handle) if raw_handle else None
+        return await self.reads.mark_read(conversation)
+
     # --- receiving ---
 
     async def sync(self) -> list[Event]:
@@ -378,6 +398,7 @@ class Device:
                 break
         await self.flush_sms()
         await self.channel.replenish_keys()
+        await self.reads.flush()
         return events
 
     async def accept(self, envelopes: list[Envelope]) -> list[Event]:
@@ -430,6 +451,8 @@ class Device:
             if envelope.kind == "control":
                 self.channel.resend_asked(envelope.sender_device, list(content.message_ids))
             return []
+        if isinstance(content, Read):
+            return self.reads.accept(envelope, content) if envelope.kind == "control" else []
         if isinstance(content, SasStart | SasMac):
             if envelope.kind != "control":
                 return []
@@ -496,64 +519,37 @@ class Device:
         )
         return [Received(message)] if self.profile.add_message(message) else []
 
-    async def watch(self, on_event: Callable[[Event], None], stop: asyncio.Event | None = None) -> None:
+    async def watch(
+        self, on_event: Callable[[Event], None], stop: asyncio.Event | None = None, heartbeat_s: float = HEARTBEAT_S
+    ) -> None:
         """Stay connected, store and ack what arrives, and call ``on_event`` for it.
 
-        Reconnects with exponential backoff and jitter; the server resends whatever was
-        not acked, so nothing is missed. Returns when ``stop`` is set.
+        Heartbeats find a half-open connection; it reconnects with backoff and jitter and
+        resumes after the last acked envelope, so nothing is missed or shown twice. Each
+        repair is logged for ``parley doctor`` (``parley.client.watch``). Returns when
+        ``stop`` is set; raises when the person must act (the credential was revoked).
         """
-        stop = stop or asyncio.Event()
-        backoff_s = 0.5
-        while not stop.is_set():
-            try:
-                await self._watch_once(on_event, stop)
-                backoff_s = 0.5
-            except websockets.ConnectionClosed as closed:
-                code = closed.rcvd.code if closed.rcvd else None
-                if code == WsClose.UNAUTHORIZED:
-                    raise Rejected("unauthorized", "the server no longer accepts this device; register again") from None
-                if code == WsClose.REPLACED:
-                    raise UsageError("this device connected from another process; only one may watch") from None
-            except (TimeoutError, OSError, websockets.InvalidHandshake):
-                pass
-            if stop.is_set():
-                return
-            delay = backoff_s * (0.5 + random.random())
-            backoff_s = min(backoff_s * 2, 30.0)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=delay)
+        await Watcher(self, on_event, stop or asyncio.Event(), heartbeat_s).run()
 
-    async def _watch_once(self, on_event: Callable[[Event], None], stop: asyncio.Event) -> None:
+    def connect(self, open_timeout: float = 10) -> Any:
+        """Open this device's WebSocket (an async context manager)."""
         headers = {"authorization": f"Bearer {self._credential}"}
-        async with connect(
-            ws_url(self.server), additional_headers=headers, max_size=MAX_FRAME_BYTES, open_timeout=10
-        ) as ws:
-            stopper = asyncio.ensure_future(stop.wait())
-            try:
-                while True:
-                    receiving = asyncio.ensure_future(ws.recv())
-                    done, _ = await asyncio.wait({receiving, stopper}, return_when=asyncio.FIRST_COMPLETED)
-                    if stopper in done:
-                        receiving.cancel()
-                        return
-                    data = receiving.result()
-                    if isinstance(data, str):
-                        raise ProtocolError("the server sent a text frame")
-                    frame = server_frame_decoder.decode(data)
-                    if isinstance(frame, Hello):
-                        for message_id in await self.flush_outbox():
-                            on_event(StateChanged(message_id, "sent"))
-                        await self.channel.replenish_keys()
-                    elif isinstance(frame, Deliver) and frame.envelopes:
-                        events = await self.accept(frame.envelopes)
-                        await ws.send(frame_encode(Ack(up_to=frame.envelopes[-1].seq)))
-                        for event in events:
-                            on_event(event)
-                        if any(isinstance(e, StateChanged) and e.state == "sms_due" for e in events):
-                            for message_id, state in await self.flush_sms():
-                                on_event(StateChanged(message_id, state))
-            finally:
-                stopper.cancel()
+        return connect(
+            ws_url(self.server),
+            additional_headers=headers,
+            max_size=MAX_FRAME_BYTES,
+            open_timeout=open_timeout,
+            ping_interval=None,  # the application's own heartbeat (Ping/Pong) also reads the clock
+            close_timeout=2,
+        )
+
+
+def forget_old_device(profile: Profile) -> None:
+    """Registering a profile again after its credential was revoked: keep the history,
+    drop what belonged to the old device's keys (its sessions and one-time key state)."""
+    with profile.batch():
+        profile.db.execute("DELETE FROM olm_sessions")
+        profile.db.execute("DELETE FROM settings WHERE key IN ('olm_account', 'credential', 'device_id')")
 
 
 async def read_code_from_handset(api: ServerApi, number: str, since_ms: int, timeout_s: float = 10.0) -> str:

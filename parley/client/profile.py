@@ -64,6 +64,18 @@ CREATE TABLE IF NOT EXISTS control_seen (
     PRIMARY KEY (sender_device, message_id)
 );
 CREATE TABLE IF NOT EXISTS verified (handle TEXT PRIMARY KEY, identity_keys TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS read_marks (
+    message_id TEXT PRIMARY KEY,
+    read_at_ms INTEGER NOT NULL,
+    synced INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS repairs (
+    at_ms INTEGER NOT NULL,
+    check_name TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS repairs_by_check ON repairs(check_name, at_ms);
 """
 PICKLE_KEY_FILE = "pickle.key"
 
@@ -76,12 +88,16 @@ OUT_STATES = (
     "sending",
     "sent",
     "delivered",
+    "read",
     "sms_due",
     "sms_pending",
     "sms_sent",
     "sms_delivered",
     "sms_failed",
 )
+# Incoming messages not yet read: their ids are not in ``read_marks``.
+UNREAD_STATES = ("received", "received_sms")
+MAX_REPAIRS_KEPT = 200
 # An incoming message that could not be decrypted is kept as a placeholder in one of these
 # states until the sender's device resends it, which fills the placeholder in.
 PLACEHOLDER_STATES = ("undecryptable", "resend_requested")
@@ -318,6 +334,80 @@ class Profile:
             (device_id,),
         ).fetchall()
         return [_message(row) for row in rows]
+
+    # --- read state (parley.client.receipts) ---
+
+    def unread(self, conversation: str | None = None) -> list[StoredMessage]:
+        """Incoming messages not yet read on any of this person's devices."""
+        query = (
+            f"SELECT * FROM messages WHERE direction = 'in' AND state IN ({','.join('?' * len(UNREAD_STATES))})"
+            " AND message_id NOT IN (SELECT message_id FROM read_marks)"
+        )
+        args: tuple[str, ...] = UNREAD_STATES
+        if conversation is not None:
+            query += " AND conversation = ?"
+            args = (*args, conversation)
+        rows = self._db.execute(query + " ORDER BY sent_at_ms, message_id", args).fetchall()
+        return [_message(row) for row in rows]
+
+    def mark_read(self, message_ids: list[str], at_ms: int, synced: bool) -> list[str]:
+        """Record messages as read; return the ids that were not read before."""
+        marked = []
+        with self.batch():
+            for message_id in message_ids:
+                cursor = self._db.execute(
+                    "INSERT OR IGNORE INTO read_marks VALUES (?, ?, ?)", (message_id, at_ms, int(synced))
+                )
+                if cursor.rowcount:
+                    marked.append(message_id)
+        return marked
+
+    def read_ids(self) -> set[str]:
+        return {row[0] for row in self._db.execute("SELECT message_id FROM read_marks")}
+
+    def unsynced_reads(self) -> list[tuple[StoredMessage, int]]:
+        """Reads this device recorded but has not yet told the other devices about (a
+        crash, or no connection): each message with the time it was read."""
+        rows = self._db.execute(
+            "SELECT m.*, r.read_at_ms FROM read_marks r JOIN messages m ON m.message_id = r.message_id"
+            " WHERE r.synced = 0 AND m.direction = 'in' ORDER BY r.read_at_ms"
+        ).fetchall()
+        return [(_message(row[:9]), row[9]) for row in rows]
+
+    def reads_synced(self, message_ids: list[str]) -> None:
+        self._db.executemany("UPDATE read_marks SET synced = 1 WHERE message_id = ?", [(m,) for m in message_ids])
+
+    def advance_sent_to(self, message_ids: list[str], state: str, recipient: str) -> list[str]:
+        """As :meth:`advance_state`, only for messages that were addressed to ``recipient``
+        (a read receipt moves only what its sender was sent)."""
+        addressed = [
+            message_id
+            for message_id in message_ids
+            if self._db.execute(
+                "SELECT 1 FROM messages WHERE message_id = ? AND direction = 'out' AND instr(recipients, ?) > 0",
+                (message_id, json.dumps(recipient)),
+            ).fetchone()
+        ]
+        return self.advance_state(addressed, state) if addressed else []
+
+    # --- the repair log (parley.client.doctor) ---
+
+    def log_repair(self, at_ms: int, check: str, outcome: str, detail: str) -> None:
+        """Record what a check found and did; never message text or keys."""
+        with self.batch():
+            self._db.execute("INSERT INTO repairs VALUES (?, ?, ?, ?)", (at_ms, check, outcome, detail))
+            self._db.execute(
+                "DELETE FROM repairs WHERE rowid NOT IN (SELECT rowid FROM repairs ORDER BY at_ms DESC, rowid DESC"
+                " LIMIT ?)",
+                (MAX_REPAIRS_KEPT,),
+            )
+
+    def repairs(self, limit: int = 20) -> list[tuple[int, str, str, str]]:
+        """The newest entries of the repair log: (at_ms, check, outcome, detail)."""
+        rows = self._db.execute(
+            "SELECT at_ms, check_name, outcome, detail FROM repairs ORDER BY at_ms DESC, rowid DESC LIMIT ?", (limit,)
+        ).fetchall()
+        return [(int(a), str(c), str(o), str(d)) for a, c, o, d in rows]
 
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:

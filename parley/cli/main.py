@@ -11,27 +11,12 @@ import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import datetime
 from typing import Any
 
 from parley.cli import leaving
-from parley.client.device import Device, Event, Received, StateChanged, Unreadable, VerificationStep
-from parley.client.profile import COULD_NOT_DECRYPT, PLACEHOLDER_STATES, StoredMessage
+from parley.cli.show import event_json, format_event, format_message, format_report, message_json, report_json, when
+from parley.client.device import Device, Event
 from parley.errors import ParleyError, Unreachable, UsageError
-
-STATE_LABELS = {
-    "held": "Held: safety number changed; parley verify",
-    "sending": "Sending",
-    "sent": "Sent",
-    "delivered": "Delivered",
-    "received": "",
-    "sms_due": "Sending as SMS",
-    "sms_pending": "SMS pending",
-    "sms_sent": "Sent as SMS",
-    "sms_delivered": "Delivered by SMS",
-    "sms_failed": "SMS failed",
-    "received_sms": "SMS",
-}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -165,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     watch = commands.add_parser("watch", help="stay connected and print what arrives")
     add_profile(watch)
     watch.add_argument("--json", action="store_true", help="one JSON object per line")
+    watch.add_argument("--heartbeat", type=float, default=15.0, metavar="SECONDS", help=argparse.SUPPRESS)
     watch.set_defaults(run=run_watch)
 
     devices = commands.add_parser("devices", help="this account's devices")
@@ -183,9 +169,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     config = commands.add_parser("config", help="show or change a setting of this device")
     add_profile(config)
-    config.add_argument("setting", choices=["hold-on-key-change"])
-    config.add_argument("value", nargs="?", choices=["on", "off"])
+    config.add_argument("setting", choices=["hold-on-key-change", "read-receipts"])
+    config.add_argument("value", nargs="?", choices=["on", "off", "default"])
+    config.add_argument(
+        "--with", dest="conversation", metavar="HANDLE", help="read-receipts: for this conversation only"
+    )
     config.set_defaults(run=run_config)
+
+    read = commands.add_parser("read", help="mark a conversation read (on all your devices; tells the sender)")
+    add_profile(read)
+    read.add_argument("handle", metavar="HANDLE", nargs="?", help="the conversation (default: all)")
+    read.set_defaults(run=run_read)
+
+    doctor = commands.add_parser("doctor", help="check this device, repair what it can, say what needs you")
+    add_profile(doctor)
+    doctor.add_argument("--json", action="store_true")
+    doctor.add_argument("--no-repair", action="store_true", help="only look; change nothing")
+    doctor.set_defaults(run=run_doctor)
 
     unlink = commands.add_parser("unlink", help="remove a device from this account")
     add_profile(unlink)
@@ -373,13 +373,14 @@ def run_inbox(args: argparse.Namespace) -> int:
 
             conversation = normalise(args.conversation)
         messages = device.profile.messages(conversation)
+        unread = {m.message_id for m in device.profile.unread(conversation)}
         if args.json:
-            print(json.dumps([message_json(m) for m in messages], indent=2))
+            print(json.dumps([message_json(m, m.message_id in unread) for m in messages], indent=2))
             return
         if not messages:
             print("No messages yet.")
         for message in messages:
-            print(format_message(message))
+            print(format_message(message, message.message_id in unread))
 
     return with_device(args.profile, go)
 
@@ -397,7 +398,7 @@ def run_watch(args: argparse.Namespace) -> int:
 
         if not args.json:
             print(f"Watching as {device.handle} (device {device.device_id}); Ctrl-C to stop.", flush=True)
-        await device.watch(show, stop)
+        await device.watch(show, stop, heartbeat_s=args.heartbeat)
 
     return with_device(args.profile, go)
 
@@ -465,14 +466,55 @@ def run_verify(args: argparse.Namespace) -> int:
 
 
 def run_config(args: argparse.Namespace) -> int:
+    from parley.client import receipts
     from parley.client.contacts import HOLD_SETTING
 
     async def go(device: Device) -> None:
-        if args.value is not None:
-            device.profile.set_many({HOLD_SETTING: args.value})
-        print(f"{args.setting}: {'on' if device.trust.hold_on_change else 'off'}")
+        if args.setting == "hold-on-key-change":
+            if args.conversation or args.value == "default":
+                raise UsageError("hold-on-key-change is on or off, for every conversation")
+            if args.value is not None:
+                device.profile.set_many({HOLD_SETTING: args.value})
+            print(f"{args.setting}: {'on' if device.trust.hold_on_change else 'off'}")
+            return
+        conversation = normalise_handle(args.conversation) if args.conversation else None
+        key = receipts.setting_key(conversation)
+        if args.value == "default":
+            if conversation is None:
+                raise UsageError("'default' clears a conversation's override: add --with HANDLE")
+            device.profile.db.execute("DELETE FROM settings WHERE key = ?", (key,))
+        elif args.value is not None:
+            device.profile.set_many({key: args.value})
+        if conversation is None:
+            print(f"read-receipts: {'on' if device.reads.allowed('') else 'off'}")
+            return
+        override = device.profile.get(key)
+        source = "this conversation" if override else "your default"
+        print(f"read-receipts with {conversation}: {'on' if device.reads.allowed(conversation) else 'off'} ({source})")
 
     return with_device(args.profile, go)
+
+
+def run_read(args: argparse.Namespace) -> int:
+    async def go(device: Device) -> None:
+        await device.sync()
+        marked = await device.mark_read(args.handle)
+        where = normalise_handle(args.handle) if args.handle else "every conversation"
+        print(f"Marked {len(marked)} message(s) read in {where}.")
+
+    return with_device(args.profile, go)
+
+
+def run_doctor(args: argparse.Namespace) -> int:
+    from parley.client.doctor import examine
+
+    report = asyncio.run(examine(args.profile, repair=not args.no_repair))
+    if args.json:
+        print(json.dumps(report_json(report.findings, report.log), indent=2))
+    else:
+        print(f"Parley doctor: profile {args.profile}")
+        print("\n".join(format_report(report.findings, report.log)))
+    return report.exit_status
 
 
 def run_unlink(args: argparse.Namespace) -> int:
@@ -499,58 +541,6 @@ def normalise_handle(raw: str) -> str:
     from parley.core.handles import normalise
 
     return normalise(raw)
-
-
-def when(at_ms: int) -> str:
-    return datetime.fromtimestamp(at_ms / 1000).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def format_message(message: StoredMessage) -> str:
-    if message.direction == "notice":
-        return f"{when(message.sent_at_ms)}  ! {message.text}"
-    if message.state in PLACEHOLDER_STATES:
-        arrow = "→" if message.direction == "out" else "←"
-        return f"{when(message.sent_at_ms)}  {arrow} {message.sender_handle}: [{COULD_NOT_DECRYPT}; asked to resend]"
-    if message.direction == "out":
-        label = STATE_LABELS.get(message.state, message.state)
-        return f"{when(message.sent_at_ms)}  → {message.conversation}: {message.text}  [{label}]"
-    via = "  (SMS)" if message.state == "received_sms" else ""
-    return f"{when(message.sent_at_ms)}  ← {message.sender_handle}: {message.text}{via}"
-
-
-def format_event(event: Event) -> str:
-    if isinstance(event, Received):
-        return format_message(event.message)
-    if isinstance(event, StateChanged):
-        return f"{event.message_id}: {STATE_LABELS.get(event.state, event.state)}"
-    if isinstance(event, VerificationStep):
-        return f"{event.sender_handle} wants to compare emoji: run parley verify --sas {event.sender_handle}"
-    return f"{COULD_NOT_DECRYPT}: a message from {event.sender_handle} ({event.message_id}); asked to resend"
-
-
-def message_json(message: StoredMessage) -> dict[str, Any]:
-    return {
-        "message_id": message.message_id,
-        "conversation": message.conversation,
-        "direction": message.direction,
-        "sender": message.sender_handle,
-        "sender_device": message.sender_device,
-        "recipients": message.recipients,
-        "text": message.text,
-        "sent_at_ms": message.sent_at_ms,
-        "state": message.state,
-    }
-
-
-def event_json(event: Event) -> dict[str, Any]:
-    if isinstance(event, Received):
-        return {"event": "message", **message_json(event.message)}
-    if isinstance(event, StateChanged):
-        return {"event": "state", "message_id": event.message_id, "state": event.state}
-    if isinstance(event, VerificationStep):
-        return {"event": "verification", "sender": event.sender_handle, "sender_device": event.sender_device}
-    assert isinstance(event, Unreadable)
-    return {"event": "undecryptable", "message_id": event.message_id, "sender": event.sender_handle}
 
 
 def _plain(value: Any) -> Any:

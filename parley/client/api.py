@@ -105,6 +105,10 @@ class ServerApi:
     async def ack(self, up_to: int) -> AckResponse:
         return await self._call("POST", "/v1/messages/ack", AckResponse, AckRequest(up_to))
 
+    async def get_json(self, path: str) -> Any:
+        """A GET answer as plain JSON: for fields a newer server may report (a lease)."""
+        return await self._call("GET", path, dict)
+
     async def handset_inbox(self, number: str) -> HandsetInbox:
         return await self._call("GET", f"/v1/sim/handsets/{number}/inbox", HandsetInbox)
 

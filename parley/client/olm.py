@@ -217,6 +217,29 @@ class OlmMachine:
         ones are kept to open what the peer already sent on them."""
         self._stale.add(device.identity_key)
 
+    # --- self-repair (parley.client.doctor) ---
+
+    def damaged_sessions(self) -> list[tuple[str, str]]:
+        """(peer key, session id) of every stored session that no longer unpickles."""
+        damaged = []
+        for peer_key, session_id, pickled in self._db.execute("SELECT peer_key, session_id, pickle FROM olm_sessions"):
+            try:
+                vodozemac.Session.from_pickle(pickled, self._key)
+            except (vodozemac.PickleException, ValueError):
+                damaged.append((peer_key, session_id))
+        return damaged
+
+    def drop_damaged_sessions(self) -> int:
+        """Delete sessions that no longer open; the next message either way starts a new
+        one (a claim here, a pre-key message from the peer), and what the peer sent on
+        the old one is asked for again. Return how many were dropped."""
+        with self._profile.batch():
+            damaged = self.damaged_sessions()
+            self._db.executemany("DELETE FROM olm_sessions WHERE peer_key = ? AND session_id = ?", damaged)
+        for peer_key, _ in damaged:
+            self._stale.add(peer_key)
+        return len(damaged)
+
     # --- persistence ---
 
     # Sessions and the account are read from the database at each use, inside the caller's

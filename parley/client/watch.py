@@ -74,6 +74,7 @@ class Watcher:
                 if code == WsClose.UNAUTHORIZED:
                     raise self._revoked() from None
                 if code == WsClose.REPLACED:
+                    await self._still_registered()  # "replaced" is also how an unlink looks
                     raise UsageError("this device connected from another process; only one may watch") from None
                 self._failed(f"the connection closed ({code or 'no close frame'})")
             except HalfOpen as error:
@@ -96,6 +97,15 @@ class Watcher:
         if not self._failure:
             self._failure = why
         self._attempts += 1
+
+    async def _still_registered(self) -> None:
+        try:
+            await self._device.api.devices()
+        except Rejected as error:
+            if error.status == 401:
+                raise self._revoked() from None
+        except Unreachable:
+            pass
 
     def _revoked(self) -> Rejected:
         device = self._device

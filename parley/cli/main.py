@@ -529,9 +529,21 @@ def run_unlink(args: argparse.Namespace) -> int:
 
 
 def with_device(profile: str, action: Callable[[Device], Awaitable[None]]) -> int:
+    from parley.errors import Rejected
+
     async def go() -> None:
         async with Device.open(profile) as device:
-            await action(device)
+            try:
+                await action(device)
+            except Rejected as error:
+                if error.status != 401:
+                    raise
+                device.profile.set_many({"revoked": str(device.now())})
+                number = device.handle.removeprefix("tel:")
+                raise UsageError(
+                    f"the server no longer accepts this device; run: parley register --server {device.server}"
+                    f" --phone {number} --profile {profile}"
+                ) from None
 
     asyncio.run(go())
     return 0

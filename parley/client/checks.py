@@ -31,6 +31,9 @@ LEASE_RENEW_MS = 24 * 3_600_000  # renew a lease with less than this left
 OUTBOX_STUCK_MS = 0  # any message still "sending" when the doctor looks is stuck
 
 
+NOT_CHECKED = "not checked: the server did not answer for this device"
+
+
 class Status(enum.Enum):
     OK = "ok"
     REPAIRED = "repaired"
@@ -113,18 +116,18 @@ def registration(facts: Facts) -> Finding:
             return Finding("registration", Status.OK, f"lease ends in {span(left)}", repair="renew_lease")
         return Finding("registration", Status.OK, f"registered; lease ends in {span(left)}")
     if facts.credential_ok is None:
-        return Finding("registration", Status.OK, "not checked: the server cannot be reached")
+        return Finding("registration", Status.OK, NOT_CHECKED)
     return Finding("registration", Status.OK, "the server accepts this device")
 
 
 def devices(facts: Facts) -> Finding:
     if facts.own_devices is None:
-        return Finding("devices", Status.OK, "not checked: the server cannot be reached")
+        return Finding("devices", Status.OK, NOT_CHECKED)
     if set(facts.own_devices) != set(facts.seen_own_devices):
         return Finding(
             "devices",
             Status.OK,
-            f"own device list out of date ({len(facts.seen_own_devices)} known, {len(facts.own_devices)} listed)",
+            f"own device list changed ({len(facts.own_devices)} listed, {len(facts.seen_own_devices)} known here)",
             repair="refresh_devices",
         )
     return Finding("devices", Status.OK, f"{len(facts.own_devices)} device(s) on this account, all known")
@@ -179,7 +182,7 @@ def mailbox(facts: Facts) -> Finding:
             "mailbox", Status.OK, f"{facts.queued_on_server} envelope(s) waiting on the server", repair="sync"
         )
     if facts.queued_on_server is None:
-        return Finding("mailbox", Status.OK, "not checked: the server cannot be reached")
+        return Finding("mailbox", Status.OK, NOT_CHECKED)
     return Finding("mailbox", Status.OK, "nothing waiting on the server")
 
 
@@ -196,7 +199,7 @@ def reads(facts: Facts) -> Finding:
 
 def clock(facts: Facts) -> Finding:
     if facts.clock_skew_ms is None:
-        return Finding("clock", Status.OK, "not checked: the server cannot be reached")
+        return Finding("clock", Status.OK, NOT_CHECKED)
     skew = facts.clock_skew_ms
     if abs(skew) > CLOCK_BROKEN_MS:
         return Finding(

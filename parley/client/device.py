@@ -549,6 +549,8 @@ def forget_old_device(profile: Profile) -> None:
     drop what belonged to the old device's keys (its sessions and one-time key state)."""
     with profile.batch():
         profile.db.execute("DELETE FROM olm_sessions")
+        # This device's old id would show up as gone and the new one as a stranger.
+        profile.db.execute("DELETE FROM devices_seen WHERE handle = (SELECT value FROM settings WHERE key = 'handle')")
         profile.db.execute("DELETE FROM settings WHERE key IN ('olm_account', 'credential', 'device_id')")
 
 

@@ -45,12 +45,14 @@ async def examine(profile_name: str, clock: Callable[[], int] = wall_clock_ms, r
         async with ServerApi(profile.require("server"), profile.require("credential")) as api:
             facts = await gather(profile, api, None, clock)
         findings = checks.run_checks(facts)
+        _note_revoked(profile, clock(), facts)
         _log_needs(profile, clock(), findings)
         report = Report(findings, profile.repairs())
         profile.close()
         return report
     async with Device(profile, clock=clock) as device:
         facts = await gather(profile, device.api, device.olm, clock)
+        _note_revoked(profile, device.now(), facts)
         findings = checks.run_checks(facts)
         if repair:
             findings = [await _repair(device, facts, finding) for finding in findings]
@@ -120,6 +122,12 @@ async def _repair(device: Device, facts: Facts, finding: Finding) -> Finding:
         )
     device.log_repair(finding.check, Status.REPAIRED.value, f"{finding.detail}: {done}")
     return replace(finding, status=Status.REPAIRED, detail=f"{finding.detail}: {done}")
+
+
+def _note_revoked(profile: Profile, now_ms: int, facts: Facts) -> None:
+    """Remember a refused credential: ``parley register`` may then reuse the profile."""
+    if facts.credential_ok is False and profile.get(REVOKED) is None:
+        profile.set_many({REVOKED: str(now_ms)})
 
 
 def _log_needs(profile: Profile, now_ms: int, findings: list[Finding]) -> None:

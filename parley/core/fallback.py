@@ -119,15 +119,18 @@ def watches_for_send(
     recipients: Iterable[tuple[str, str]],
     now_ms: int,
     requested_s: int | None,
+    kind: str = "message",
 ) -> list[Fallback]:
     """The watches a committed send starts: one per other account reached by phone number.
+    Only a ``message`` starts any: device-to-device ``control`` traffic (a resend request,
+    a read receipt) has no text to send as SMS, and no ack of it would settle a watch.
 
     ``recipients`` are (normalised handle, account id) pairs. A window of 0 means
     "Parley only". Notes to self and e-mail handles get no watch: there is no SMS to fall
     back to.
     """
     window = window_ms(requested_s)
-    if window == 0:
+    if window == 0 or kind != "message":
         return []
     watches: dict[str, Fallback] = {}
     for handle, account in recipients:

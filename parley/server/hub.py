@@ -214,7 +214,9 @@ class Hub:
             )
             for out in request.envelopes
         ]
-        watches = fallback.watches_for_send(sender.account_id, request.message_id, reached, now, request.fallback_s)
+        watches = fallback.watches_for_send(
+            sender.account_id, request.message_id, reached, now, request.fallback_s, request.kind
+        )
         return SendPlan(sender, request.message_id, envelopes, watches)
 
     async def commit(self, plan: SendPlan) -> SendAccepted:

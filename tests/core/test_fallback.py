@@ -34,6 +34,8 @@ def test_watches_one_per_other_account_by_phone_default_window() -> None:
     watches = fb.watches_for_send("alice", "m1", recipients, 1000, None)
     assert watches == [fb.Fallback("alice", "m1", "bob", "tel:+1", 1000 + 30_000)]
     assert fb.watches_for_send("alice", "m1", recipients, 1000, 0) == []
+    # Control traffic (resend requests, read receipts) has no text to send as SMS.
+    assert fb.watches_for_send("alice", "m1", recipients, 1000, None, "control") == []
     assert fb.watches_for_send("alice", "m1", recipients, 1000, 2)[0].deadline_ms == 3000
 
 

@@ -276,13 +276,29 @@ class SendRequest(Struct, frozen=True):
     kind: SendKind = "message"
 
 
+class SignalRequest(Struct, frozen=True):
+    """Ephemeral device-to-device traffic (a typing indicator): relayed at once to those
+    of the named devices that are connected, as ``ephemeral`` frames; never stored, never
+    acked, gone for a device that is not connected. The devices it may name are those a
+    ``control`` send may name. The bodies are sealed like any other."""
+
+    message_id: Id  # names this signal (nothing is kept under it)
+    recipients: Annotated[list[Handle], msgspec.Meta(min_length=1, max_length=MAX_RECIPIENTS)]
+    envelopes: Annotated[list[OutEnvelope], msgspec.Meta(min_length=1, max_length=MAX_ENVELOPES)]
+
+
+class SignalRelayed(Struct, frozen=True):
+    relayed: int  # how many of the named devices were connected (or, with several nodes, handed on)
+
+
 class SendAccepted(Struct, frozen=True):
     message_id: str
     duplicate: bool = False  # this id was already accepted; nothing new was stored
 
 
 # "fallback", "sms_status" and "sms" are the carrier path's (see below).
-EnvelopeKind = Literal["message", "delivered", "control", "fallback", "sms_status", "sms"]
+# "ephemeral": a relayed signal (seq 0: never stored, never acked).
+EnvelopeKind = Literal["message", "delivered", "control", "fallback", "sms_status", "sms", "ephemeral"]
 SendKind = Literal["message", "control"]
 
 
@@ -486,6 +502,10 @@ class Ping(Struct, tag="ping", tag_field="type", frozen=True):
     client_time_ms: int = 0
 
 
+class Signal(SignalRequest, tag="signal", tag_field="type", frozen=True):
+    """Client → server: relay an ephemeral signal (as ``POST /v1/signals``); no answer."""
+
+
 class Hello(Struct, tag="hello", tag_field="type", frozen=True):
     """Server → client, first frame: who you are and the server's clock."""
 
@@ -519,8 +539,14 @@ class Pong(Struct, tag="pong", tag_field="type", frozen=True):
     server_time_ms: int
 
 
-ClientFrame = Send | Ack | Ping
-ServerFrame = Hello | Deliver | Sent | Refused | Pong
+class Ephemeral(Struct, tag="ephemeral", tag_field="type", frozen=True):
+    """Server → client: relayed signals (``kind`` "ephemeral", ``seq`` 0); do not ack."""
+
+    envelopes: list[Envelope]
+
+
+ClientFrame = Send | Ack | Ping | Signal
+ServerFrame = Hello | Deliver | Sent | Refused | Pong | Ephemeral
 
 
 # --- between server nodes, over the broker ------------------------------------------------

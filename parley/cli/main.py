@@ -181,6 +181,12 @@ def build_parser() -> argparse.ArgumentParser:
     read.add_argument("handle", metavar="HANDLE", nargs="?", help="the conversation (default: all)")
     read.set_defaults(run=run_read)
 
+    typing = commands.add_parser("typing", help="show a contact's connected devices that you are typing")
+    add_profile(typing)
+    typing.add_argument("handle", metavar="HANDLE")
+    typing.add_argument("--stop", action="store_true", help="you stopped typing")
+    typing.set_defaults(run=run_typing)
+
     doctor = commands.add_parser("doctor", help="check this device, repair what it can, say what needs you")
     add_profile(doctor)
     doctor.add_argument("--json", action="store_true")
@@ -501,6 +507,14 @@ def run_read(args: argparse.Namespace) -> int:
         marked = await device.mark_read(args.handle)
         where = normalise_handle(args.handle) if args.handle else "every conversation"
         print(f"Marked {len(marked)} message(s) read in {where}.")
+
+    return with_device(args.profile, go)
+
+
+def run_typing(args: argparse.Namespace) -> int:
+    async def go(device: Device) -> None:
+        relayed = await device.typing(args.handle, active=not args.stop)
+        print(f"Told {relayed} connected device(s).")
 
     return with_device(args.profile, go)
 

@@ -32,6 +32,8 @@ from parley.wire import (
     SendAccepted,
     SendRequest,
     ServerInfo,
+    SignalRelayed,
+    SignalRequest,
     SimEvent,
     SimulatedSms,
     SmsAccepted,
@@ -108,6 +110,9 @@ class ServerApi:
     async def get_json(self, path: str) -> Any:
         """A GET answer as plain JSON: for fields a newer server may report (a lease)."""
         return await self._call("GET", path, dict)
+
+    async def signal(self, request: SignalRequest) -> SignalRelayed:
+        return await self._call("POST", "/v1/signals", SignalRelayed, request)
 
     async def handset_inbox(self, number: str) -> HandsetInbox:
         return await self._call("GET", f"/v1/sim/handsets/{number}/inbox", HandsetInbox)

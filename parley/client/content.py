@@ -57,7 +57,16 @@ class Read(Struct, tag="read", tag_field="type", frozen=True):
     read_at_ms: int
 
 
-Content = Text | ResendRequest | SasStart | SasMac | Read
+class TypingNow(Struct, tag="typing", tag_field="type", frozen=True):
+    """Ephemeral: the sender is typing to ``to`` (``active``) or stopped. Relayed, never
+    stored; it lapses by itself after ``ttl_ms`` (bounded by the receiver)."""
+
+    to: Annotated[list[Handle], msgspec.Meta(max_length=MAX_RECIPIENTS)]
+    active: bool
+    ttl_ms: Annotated[int, msgspec.Meta(ge=0)]
+
+
+Content = Text | ResendRequest | SasStart | SasMac | Read | TypingNow
 Verification = SasStart | SasMac
 
 encode_content = msgspec.msgpack.Encoder().encode

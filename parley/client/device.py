@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 import secrets
 import socket
 import time
@@ -29,7 +28,7 @@ from parley.client import leaving
 from parley.client.api import ServerApi, ws_url
 from parley.client.channel import Channel
 from parley.client.contacts import TrustBook, device_keys
-from parley.client.content import Read, ResendRequest, SasMac, SasStart, Text, encode_content
+from parley.client.content import Read, ResendRequest, SasMac, SasStart, Text, TypingNow, encode_content
 from parley.client.events import (
     Event,
     ReadElsewhere,
@@ -41,9 +40,11 @@ from parley.client.events import (
     VerificationStep,
 )
 from parley.client.olm import OlmMachine
-from parley.client.profile import COULD_NOT_DECRYPT, PLACEHOLDER_STATES, Profile, StoredMessage
+from parley.client.presence import Presence
+from parley.client.profile import COULD_NOT_DECRYPT, PLACEHOLDER_STATES, Profile, StoredMessage, conversation_key
 from parley.client.receipts import ReadState
-from parley.client.sms import SmsHandover, new_inbox_key, open_sealed_sms, sms_route
+from parley.client.registration import forget_old_device, read_code_from_handset
+from parley.client.sms import SmsHandover, accept_carrier, new_inbox_key, sms_route
 from parley.client.watch import HEARTBEAT_S, Watcher
 from parley.core import fallback, handles, trust
 from parley.errors import (
@@ -52,7 +53,6 @@ from parley.errors import (
     ProfileError,
     Rejected,
     StaleDevices,
-    Unreachable,
     UsageError,
 )
 from parley.wire import (
@@ -62,9 +62,7 @@ from parley.wire import (
     Envelope,
     LookupResult,
     OutEnvelope,
-    fallback_decoder,
     receipt_decoder,
-    sms_status_decoder,
 )
 
 __all__ = [
@@ -77,12 +75,13 @@ __all__ = [
     "Typing",
     "Unreadable",
     "VerificationStep",
+    "conversation_key",
+    "read_code_from_handset",
 ]
 
 SEND_ATTEMPTS = 3
 CLOCK_OFFSET = "clock_offset_ms"  # the server's clock minus this device's, when corrected
 REVOKED = "revoked"  # set once the server refused this device's credential
-_CODE = re.compile(r"\b(\d{6})\b")
 
 
 def wall_clock_ms() -> int:
@@ -91,10 +90,6 @@ def wall_clock_ms() -> int:
 
 def new_message_id() -> str:
     return secrets.token_urlsafe(16)
-
-
-def conversation_key(participants: set[str]) -> str:
-    return ",".join(sorted(participants))
 
 
 class Device:
@@ -130,6 +125,8 @@ class Device:
             self.now,
             make_id,
         )
+
+        self.presence = Presence(self.channel, self._targets, self.handle, self.now, make_id)
 
     def now(self) -> int:
         """This device's clock, corrected by the skew measured against the server's."""
@@ -381,6 +378,11 @@ class Device:
         conversation = handles.normalise(raw_handle) if raw_handle else None
         return await self.reads.mark_read(conversation)
 
+    async def typing(self, raw_handle: str, active: bool = True) -> int:
+        """Show the person's devices and the contact's connected devices that this person
+        is typing (or stopped); nothing is stored. Return how many devices got it."""
+        return await self.presence.send_typing([handles.normalise(raw_handle)], active)
+
     # --- receiving ---
 
     async def sync(self) -> list[Event]:
@@ -451,6 +453,8 @@ class Device:
             if envelope.kind == "control":
                 self.channel.resend_asked(envelope.sender_device, list(content.message_ids))
             return []
+        if isinstance(content, TypingNow):
+            return []  # only ever relayed as an ephemeral: a stored one is stale
         if isinstance(content, Read):
             return self.reads.accept(envelope, content) if envelope.kind == "control" else []
         if isinstance(content, SasStart | SasMac):
@@ -493,31 +497,7 @@ class Device:
 
     def _accept_carrier(self, envelope: Envelope) -> list[Event]:
         """The carrier path's envelopes: fallback notices, SMS status, inbound SMS."""
-        try:
-            if envelope.kind == "fallback":
-                due = fallback_decoder.decode(envelope.body)
-                moved = self.profile.advance_state([due.message_id], "sms_due")
-                return [StateChanged(message_id, "sms_due") for message_id in moved]
-            if envelope.kind == "sms_status":
-                status = sms_status_decoder.decode(envelope.body)
-                moved = self.profile.advance_state([status.message_id], "sms_" + status.state)
-                return [StateChanged(message_id, "sms_" + status.state) for message_id in moved]
-            sms = open_sealed_sms(self.profile.get("inbox_secret"), envelope.body)
-        except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as error:
-            return [Unreadable(envelope.sender_handle, envelope.message_id, str(error))]
-        sender = handles.TEL + sms.sender
-        message = StoredMessage(
-            sender_device=envelope.sender_device,
-            message_id=envelope.message_id,
-            conversation=conversation_key({sender}),
-            direction="in",
-            sender_handle=sender,
-            recipients=[self.handle],
-            text=sms.text,
-            sent_at_ms=sms.received_at_ms,
-            state="received_sms",
-        )
-        return [Received(message)] if self.profile.add_message(message) else []
+        return accept_carrier(self.profile, envelope)
 
     async def watch(
         self, on_event: Callable[[Event], None], stop: asyncio.Event | None = None, heartbeat_s: float = HEARTBEAT_S
@@ -542,26 +522,3 @@ class Device:
             ping_interval=None,  # the application's own heartbeat (Ping/Pong) also reads the clock
             close_timeout=2,
         )
-
-
-def forget_old_device(profile: Profile) -> None:
-    """Registering a profile again after its credential was revoked: keep the history,
-    drop what belonged to the old device's keys (its sessions and one-time key state)."""
-    with profile.batch():
-        profile.db.execute("DELETE FROM olm_sessions")
-        # This device's old id would show up as gone and the new one as a stranger.
-        profile.db.execute("DELETE FROM devices_seen WHERE handle = (SELECT value FROM settings WHERE key = 'handle')")
-        profile.db.execute("DELETE FROM settings WHERE key IN ('olm_account', 'credential', 'device_id')")
-
-
-async def read_code_from_handset(api: ServerApi, number: str, since_ms: int, timeout_s: float = 10.0) -> str:
-    """Against the carrier simulator: read the newest code that reached our handset."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        inbox = await api.handset_inbox(number)
-        for sms in reversed(inbox.messages):
-            match = _CODE.search(sms.text)
-            if sms.at_ms >= since_ms and match:
-                return match.group(1)
-        await asyncio.sleep(0.1)
-    raise Unreachable(f"no code reached the simulated handset of {number} within {timeout_s:.0f} s")

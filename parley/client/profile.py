@@ -117,6 +117,10 @@ class StoredMessage:
     state: str
 
 
+def conversation_key(participants: set[str]) -> str:
+    return ",".join(sorted(participants))
+
+
 def home() -> str:
     return os.environ.get("PARLEY_HOME") or DEFAULT_HOME
 

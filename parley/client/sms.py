@@ -5,6 +5,8 @@
 * :class:`SmsHandover`: hands a message to the server's SMS outbox, either straight away
   (with copies for this account's other devices) or as the fallback the server asked
   for; the server queues it once, whichever devices hand it over.
+* :func:`accept_carrier`: the carrier path's envelopes as they arrive (fallback notices,
+  SMS status, inbound SMS).
 * :func:`new_inbox_key` and :func:`open_sealed_sms`: the key pair inbound SMS are sealed
   to, and opening one (vodozemac ``PkDecryption``).
 """
@@ -17,17 +19,21 @@ import msgspec
 import vodozemac
 
 from parley.client.api import ServerApi
-from parley.client.profile import Profile, StoredMessage
+from parley.client.events import Event, Received, StateChanged, Unreadable
+from parley.client.profile import Profile, StoredMessage, conversation_key
 from parley.core import fallback, handles, sms_text
 from parley.errors import Rejected, StaleDevices, UsageError
 from parley.wire import (
     DeviceInfo,
+    Envelope,
     InboundSms,
     LookupResult,
     OutEnvelope,
     SmsRequest,
+    fallback_decoder,
     inbound_sms_decoder,
     sealed_sms_decoder,
+    sms_status_decoder,
 )
 
 ATTEMPTS = 3
@@ -105,6 +111,35 @@ class SmsHandover:
                 self._profile.set_out_state(message.message_id, state)
             handed.append((message.message_id, state))
         return handed
+
+
+def accept_carrier(profile: Profile, envelope: Envelope) -> list[Event]:
+    """The carrier path's envelopes: fallback notices, SMS status, inbound SMS."""
+    try:
+        if envelope.kind == "fallback":
+            due = fallback_decoder.decode(envelope.body)
+            moved = profile.advance_state([due.message_id], "sms_due")
+            return [StateChanged(message_id, "sms_due") for message_id in moved]
+        if envelope.kind == "sms_status":
+            status = sms_status_decoder.decode(envelope.body)
+            moved = profile.advance_state([status.message_id], "sms_" + status.state)
+            return [StateChanged(message_id, "sms_" + status.state) for message_id in moved]
+        sms = open_sealed_sms(profile.get("inbox_secret"), envelope.body)
+    except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as error:
+        return [Unreadable(envelope.sender_handle, envelope.message_id, str(error))]
+    sender = handles.TEL + sms.sender
+    message = StoredMessage(
+        sender_device=envelope.sender_device,
+        message_id=envelope.message_id,
+        conversation=conversation_key({sender}),
+        direction="in",
+        sender_handle=sender,
+        recipients=[profile.require("handle")],
+        text=sms.text,
+        sent_at_ms=sms.received_at_ms,
+        state="received_sms",
+    )
+    return [Received(message)] if profile.add_message(message) else []
 
 
 def new_inbox_key() -> tuple[str, str]:

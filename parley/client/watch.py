@@ -30,7 +30,7 @@ from websockets.asyncio.client import ClientConnection
 from parley.client import checks
 from parley.client.events import Event, Repaired, StateChanged
 from parley.errors import ParleyError, ProtocolError, Rejected, Unreachable, UsageError
-from parley.wire import Ack, Deliver, Hello, Ping, Pong, WsClose, frame_encode, server_frame_decoder
+from parley.wire import Ack, Deliver, Ephemeral, Hello, Ping, Pong, WsClose, frame_encode, server_frame_decoder
 
 if TYPE_CHECKING:
     from parley.client.device import Device
@@ -161,6 +161,11 @@ class Watcher:
             await self._connected()
         elif isinstance(frame, Pong):
             self._check_clock(frame)
+        elif isinstance(frame, Ephemeral):
+            for envelope in frame.envelopes:  # never stored, never acked
+                typing = device.presence.open(envelope)
+                if typing is not None:
+                    self._emit(typing)
         elif isinstance(frame, Deliver) and frame.envelopes:
             events = await device.accept(frame.envelopes)
             await ws.send(frame_encode(Ack(up_to=frame.envelopes[-1].seq)))

@@ -48,6 +48,8 @@ from parley.wire import (
     SendAccepted,
     SendRequest,
     ServerInfo,
+    SignalRelayed,
+    SignalRequest,
     SimulatedSms,
     SmsAccepted,
     SmsRequest,
@@ -82,6 +84,9 @@ ENDPOINTS = [
     Endpoint("POST", "/v1/messages", "Send one message to every target device", SendRequest, SendAccepted, 200, True),
     Endpoint("GET", "/v1/messages", "This device's queued envelopes", None, FetchResponse, auth=True),
     Endpoint("POST", "/v1/messages/ack", "Remove envelopes up to a seq", AckRequest, AckResponse, auth=True),
+    Endpoint(
+        "POST", "/v1/signals", "Relay an ephemeral signal to connected devices", SignalRequest, SignalRelayed, 200, True
+    ),
     Endpoint(
         "POST", "/v1/sms", "Send a text by SMS (not on Parley, or a fallback)", SmsRequest, SmsAccepted, 202, True
     ),
@@ -188,6 +193,11 @@ class Api:
         body = await decode(request, AckRequest)
         return reply(AckResponse(removed=await self._hub.ack(device, body.up_to)))
 
+    async def signal(self, request: Request) -> Response:
+        device = await self._authenticate(request)
+        body = await decode(request, SignalRequest)
+        return reply(await self._hub.relay(device, body))
+
     async def handset_inbox(self, request: Request) -> Response:
         if self._simulator is None:
             raise ApiError(404, ErrorCode.NOT_FOUND, "this server does not run the carrier simulator")
@@ -256,6 +266,7 @@ class Api:
             ("POST", "/v1/messages"): self.send,
             ("GET", "/v1/messages"): self.fetch,
             ("POST", "/v1/messages/ack"): self.ack,
+            ("POST", "/v1/signals"): self.signal,
             ("POST", "/v1/sms"): self.send_sms,
             ("GET", "/v1/sim/handsets/{number}/inbox"): self.handset_inbox,
             ("POST", "/v1/sim/sms"): self.handset_send,

@@ -41,6 +41,8 @@ from parley.wire import (
     NodeKick,
     SendAccepted,
     SendRequest,
+    SignalRelayed,
+    SignalRequest,
     frame_encode,
 )
 
@@ -57,6 +59,8 @@ class LiveConnection(Protocol):
         ...
 
     def close_replaced(self) -> None: ...
+
+    def ephemeral(self, envelopes: list[Envelope]) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -144,7 +148,9 @@ class Hub:
             connection = self._connections.get(frame.device_id)
             if connection is None:
                 return
-            if frame.envelopes:
+            if frame.envelopes and frame.envelopes[0].kind == "ephemeral":
+                connection.ephemeral(frame.envelopes)  # relayed by another node; never stored
+            elif frame.envelopes:
                 self._metrics.envelopes_pushed.inc(len(frame.envelopes))
                 connection.live(frame.envelopes)
             else:
@@ -239,6 +245,36 @@ class Hub:
 
     async def send(self, sender: DeviceRecord, request: SendRequest) -> SendAccepted:
         return await self.commit(await self.plan(sender, request))
+
+    async def relay(self, sender: DeviceRecord, signal: SignalRequest) -> SignalRelayed:
+        """Push an ephemeral signal to the named devices that are connected; store nothing.
+        Checked as a control send is: only devices a control send may name."""
+        request = SendRequest(
+            message_id=signal.message_id, recipients=signal.recipients, envelopes=signal.envelopes, kind="control"
+        )
+        plan = await self.plan(sender, request)
+        relayed = 0
+        for new in plan.envelopes:
+            connection = self._connections.get(new.device_id)
+            if connection is None and self._broker is None:
+                continue
+            envelope = Envelope(
+                seq=0,
+                message_id=new.message_id,
+                kind="ephemeral",
+                sender_account=new.sender_account,
+                sender_device=new.sender_device,
+                sender_handle=new.sender_handle,
+                sent_at_ms=new.sent_at_ms,
+                body=new.body,
+            )
+            if connection is not None:
+                connection.ephemeral([envelope])
+            else:  # perhaps connected to another node: its hub pushes it, or nobody does
+                assert self._broker is not None
+                self._broker.to_device(new.device_id, NodeDeliver(new.device_id, [envelope]))
+            relayed += 1
+        return SignalRelayed(relayed=relayed)
 
     # --- acknowledging ---
 

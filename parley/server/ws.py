@@ -28,6 +28,7 @@ from parley.wire import (
     Ack,
     Deliver,
     Envelope,
+    Ephemeral,
     ErrorCode,
     ErrorInfo,
     Hello,
@@ -37,6 +38,7 @@ from parley.wire import (
     Send,
     SendAccepted,
     Sent,
+    Signal,
     WsClose,
     client_frame_decoder,
     frame_encode,
@@ -129,6 +131,9 @@ class DeviceConnection:
     def poke(self) -> None:
         self._apply(self._session.poke())
 
+    def ephemeral(self, envelopes: list[Envelope]) -> None:
+        self._queue(Ephemeral(envelopes=envelopes))
+
     def close_replaced(self) -> None:
         self._close(WsClose.REPLACED, "this device connected again elsewhere, or was unlinked")
 
@@ -156,6 +161,8 @@ class DeviceConnection:
                 await self._on_send(frame)
             elif type(frame) is Ack:
                 self._on_ack(frame.up_to)
+            elif type(frame) is Signal:
+                self._spawn(self._relay(frame))
             elif type(frame) is Ping:
                 self._queue(Pong(client_time_ms=frame.client_time_ms, server_time_ms=self._clock()))
 
@@ -168,6 +175,10 @@ class DeviceConnection:
         await self._commit_slots.acquire()
         task = asyncio.ensure_future(self._hub.commit(plan))
         task.add_done_callback(partial(self._committed, frame.message_id))
+
+    async def _relay(self, frame: Signal) -> None:
+        with contextlib.suppress(ApiError):  # a signal is a courtesy: a stale one is dropped
+            await self._hub.relay(self._device, frame)
 
     def _committed(self, message_id: str, task: asyncio.Future[SendAccepted]) -> None:
         self._commit_slots.release()

@@ -110,3 +110,38 @@ async def test_watch_shows_read_live_and_a_read_lost_to_a_crash_is_sent_later(
     assert bob.profile.unsynced_reads() == []
     await alice.close()
     await bob.close()
+
+
+async def test_typing_reaches_connected_devices_only_is_never_stored_and_expires(
+    server: ServerProcess, parley_home: Path
+) -> None:
+    from parley.client.device import Typing
+    from parley.client.presence import MAX_TTL_MS
+
+    alice = await Device.register(server.url, ALICE, "alice")
+    bob = await Device.register(server.url, BOB, "bob")
+    bob_tablet = await Device.register(server.url, BOB, "bob-tablet")
+    # Sessions first: a typing indicator never spends a one-time key to start one.
+    assert await alice.typing(BOB) == 0
+    await alice.send_text([BOB], "hi")
+    await bob.sync()
+    await bob_tablet.sync()
+    seen: list[Event] = []
+    stop = asyncio.Event()
+    watching = asyncio.create_task(bob.watch(seen.append, stop, heartbeat_s=1))
+    for _ in range(100):
+        await asyncio.sleep(0.05)
+        if await alice.typing(BOB):  # once Bob's phone is connected; the tablet is not
+            break
+    while not any(isinstance(e, Typing) for e in seen):
+        await asyncio.sleep(0.05)
+    (typing,) = [e for e in seen if isinstance(e, Typing)]
+    assert typing.sender_handle == f"tel:{ALICE}" and typing.conversation == f"tel:{ALICE}"
+    assert 0 < typing.until_ms - bob.now() <= MAX_TTL_MS  # it lapses by itself
+    stop.set()
+    await asyncio.wait_for(watching, 10)
+    # Nothing was stored for anyone: not for the watching phone, not for the offline tablet.
+    assert (await bob.api.fetch()).envelopes == [] and (await bob_tablet.api.fetch()).envelopes == []
+    assert [m.text for m in bob_tablet.profile.messages()] == ["hi"]
+    for device in (alice, bob, bob_tablet):
+        await device.close()

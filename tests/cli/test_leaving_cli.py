@@ -42,7 +42,10 @@ def test_deregister_and_carrier_event_from_the_command_line(cli: Cli, server: Se
     assert "\ton Parley" in cli.run("lookup", "--profile", "alice", BOB).stdout
     assert "port-out" in cli.run("sms", "--server", server.url, "event", "port-out", BOB).stdout
     assert "not on Parley (SMS)" in cli.run("lookup", "--profile", "alice", BOB).stdout
-    assert "unknown device" in one_line_error(cli.run("inbox", "--profile", "bob-again", check=False))
+    # A refused credential names the one command to run (issue 5).
+    assert "no longer accepts this device; run: parley register" in one_line_error(
+        cli.run("inbox", "--profile", "bob-again", check=False)
+    )
 
 
 def test_bad_input_is_one_line_and_changes_nothing(cli: Cli, server: ServerProcess, tmp_path: Path) -> None:

@@ -29,8 +29,9 @@ from parley.core import leaving as core
 from parley.errors import ApiError
 from parley.server.directory import Directory, normalise_or_400
 from parley.server.hub import Hub
+from parley.server.notices import fallback_notices
 from parley.store.base import NewEnvelope, Store
-from parley.wire import CodeSent, Deregistered, DeregisterRequest, ErrorCode, FallbackDue, LeftRecord, frame_encode
+from parley.wire import CodeSent, Deregistered, DeregisterRequest, ErrorCode, LeftRecord
 
 log = logging.getLogger("parley.leaving")
 
@@ -39,7 +40,6 @@ OVERDUE_BATCH = 10_000
 EVENT_MAX_AGE_MS = 10 * 60_000  # carrier events older than this are refused (replays)
 EVENT_MAX_SKEW_MS = 60_000
 SEEN_EVENTS = 10_000
-SERVER_DEVICE = "server"
 LEASE_CHECK_MS = 60_000
 
 
@@ -119,22 +119,8 @@ class Exits:
         now = self._clock()
         envelopes: list[NewEnvelope] = []
         for sender_account, message_ids in plan.items():
-            account = await self._directory.account(sender_account)
             for message_id in message_ids:
-                body = frame_encode(FallbackDue(message_id, [handle]))
-                envelopes.extend(
-                    NewEnvelope(
-                        device_id=device_id,
-                        message_id=message_id,
-                        kind="fallback",
-                        sender_account=sender_account,
-                        sender_device=SERVER_DEVICE,
-                        sender_handle=account.primary_handle,
-                        sent_at_ms=now,
-                        body=body,
-                    )
-                    for device_id in account.device_ids
-                )
+                envelopes += await fallback_notices(self._directory, sender_account, message_id, [handle], now)
         await self._hub.deliver(envelopes)
 
     # --- delivery liveness ---

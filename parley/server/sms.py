@@ -32,10 +32,10 @@ from parley.server.directory import Directory
 from parley.server.hub import Hub
 from parley.server.leaving import Exits
 from parley.server.limits import Limiter
+from parley.server.notices import SERVER_DEVICE, fallback_notices
 from parley.store.base import DeviceRecord, NewEnvelope, Store
 from parley.wire import (
     ErrorCode,
-    FallbackDue,
     InboundSms,
     SealedSms,
     SmsAccepted,
@@ -52,7 +52,6 @@ BATCH = 100
 # A claimed SMS is this node's for this long; if the node dies mid-send, another retries.
 SEND_LEASE_MS = 60_000
 MAX_ORPHAN_REPORTS = 1000
-SERVER_DEVICE = "server"  # sender_device of envelopes the server writes itself
 SMS_DEVICE = "sms"  # sender_device of inbound SMS: the conversation is with the number
 
 
@@ -282,21 +281,7 @@ class SmsService:
             by_message.setdefault((watch.sender_account, watch.message_id), []).append(watch.recipient_handle)
         now = self._clock()
         for (sender_account, message_id), recipients in by_message.items():
-            body = frame_encode(FallbackDue(message_id, sorted(recipients)))
-            account = await self._directory.account(sender_account)
-            envelopes.extend(
-                NewEnvelope(
-                    device_id=device_id,
-                    message_id=message_id,
-                    kind="fallback",
-                    sender_account=sender_account,
-                    sender_device=SERVER_DEVICE,
-                    sender_handle=account.primary_handle,
-                    sent_at_ms=now,
-                    body=body,
-                )
-                for device_id in account.device_ids
-            )
+            envelopes += await fallback_notices(self._directory, sender_account, message_id, sorted(recipients), now)
         # Notices first, then the mark: a crash between them repeats a notice (harmless:
         # the claim is idempotent) instead of losing one.
         await self._hub.deliver(envelopes)

@@ -55,10 +55,12 @@ def test_bob_moves_to_an_sms_phone_and_nothing_is_trapped(cli: Cli, server: Serv
     watchers = {p: Watcher(cli, p) for p in ("alice-phone", "alice-laptop", "dave")}
     time.sleep(1.0)
     try:
-        # Alice and Bob chat over Parley.
+        # Alice and Bob chat over Parley: Delivered, then Read.
         hi_bob = cli.run("send", "--profile", "alice-phone", BOB, "Hi Bob").stdout.strip()
         assert texts(cli.json("inbox", "--profile", "bob", "--json")) == ["Hi Bob"]
         watchers["alice-phone"].wait_for(lambda e: e.get("message_id") == hi_bob and e.get("state") == "delivered")
+        cli.run("read", "--profile", "bob", ALICE)
+        watchers["alice-phone"].wait_for(lambda e: e.get("message_id") == hi_bob and e.get("state") == "read")
         cli.run("send", "--profile", "bob", ALICE, "Hi Alice")
         for watcher in (watchers["alice-phone"], watchers["alice-laptop"]):
             watcher.wait_for(lambda e: e.get("event") == "message" and e["text"] == "Hi Alice")

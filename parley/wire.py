@@ -181,6 +181,9 @@ class DeviceList(Struct, frozen=True):
     account_id: str
     handles: list[str]
     devices: list[DeviceInfo]
+    # The asking device's registration lease (0: none). Only the device itself sees it:
+    # lookups never tell others how recently a device was active.
+    lease_expires_ms: int = 0
 
 
 # --- keys ---------------------------------------------------------------------------

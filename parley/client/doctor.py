@@ -95,12 +95,12 @@ async def gather(profile: Profile, api: ServerApi, olm: OlmMachine | None, clock
             return replace(facts, credential_ok=False)
         raise
     listing = msgspec.convert(raw, DeviceList)
-    lease = next((d.get("lease_expires_ms") for d in raw.get("devices", []) if d.get("device_id") == device_id), None)
+    lease = listing.lease_expires_ms or None
     facts = replace(
         facts,
         credential_ok=True,
         own_devices=tuple(sorted(d.device_id for d in listing.devices)),
-        lease_expires_ms=lease if isinstance(lease, int) else None,
+        lease_expires_ms=lease,
         queued_on_server=len((await api.fetch(after=0, limit=MAX_FETCH)).envelopes),
     )
     if olm is not None:
@@ -141,10 +141,9 @@ def _log_needs(profile: Profile, now_ms: int, findings: list[Finding]) -> None:
 
 
 async def _renew_lease(device: Device, facts: Facts) -> str:
-    renew: Callable[[], Awaitable[object]] | None = getattr(device, "renew_lease", None)
-    if renew is None:
-        raise Rejected("no_lease_renewal", "this client cannot renew leases yet")
-    await renew()
+    # The server renews a lease whenever its device uses it and half of it has passed
+    # (parley.core.leaving.renewal_due): an authenticated request is the renewal.
+    await device.own_devices()
     return "renewed"
 
 

@@ -146,7 +146,8 @@ class Api:
         device = await self._authenticate(request)
         records = await self._directory.devices(device.account_id)
         owned = await self._store.handles_of(device.account_id)
-        return reply(DeviceList(device.account_id, owned, [device_info(r) for r in records]))
+        listing = DeviceList(device.account_id, owned, [device_info(r) for r in records], device.lease_until_ms)
+        return reply(listing)
 
     async def unlink(self, request: Request) -> Response:
         device = await self._authenticate(request)

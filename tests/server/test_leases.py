@@ -55,3 +55,15 @@ async def test_idle_devices_lapse_and_running_ones_stay(http: httpx.AsyncClient,
     assert (await http.get("/v1/messages", headers=auth(bob))).status_code == 401
     fetched = (await http.get("/v1/messages", headers=auth(alice))).json()["envelopes"]
     assert [e["kind"] for e in fetched if e["message_id"] == "m1"] == ["fallback"]  # re-routed, not lost
+
+
+async def test_a_device_sees_its_own_lease_and_using_it_renews_it(http: httpx.AsyncClient) -> None:
+    alice = await register(http, ALICE)
+    first = (await http.get("/v1/devices", headers=auth(alice))).json()["lease_expires_ms"]
+    await asyncio.sleep(2.0)  # past half of the 3 s lease: the next request renews it
+    await http.get("/v1/devices", headers=auth(alice))
+    renewed = (await http.get("/v1/devices", headers=auth(alice))).json()["lease_expires_ms"]
+    assert renewed > first
+    # Lookups never show a lease: others must not learn how recently a device was used.
+    lookup = (await http.post("/v1/lookup", json={"handles": [ALICE]}, headers=auth(alice))).json()
+    assert "lease_expires_ms" not in lookup["results"][0]["devices"][0]

@@ -150,14 +150,21 @@ class ServerProcess:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[ServerProcess]:
-    process = ServerProcess(tmp_path / "server-data")
+@contextlib.contextmanager
+def running_server(tmp_path: Path, *extra_args: str) -> Iterator[ServerProcess]:
+    """A started server with its own data folder under ``tmp_path``; stopped after."""
+    process = ServerProcess(tmp_path / "server-data", *extra_args)
     process.start()
     try:
         yield process
     finally:
         process.stop()
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ServerProcess]:
+    with running_server(tmp_path) as process:
+        yield process
 
 
 @pytest.fixture

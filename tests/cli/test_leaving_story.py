@@ -24,7 +24,7 @@ import httpx
 import pytest
 
 from tests.cli.test_carrier_story import Watcher, eventually, handset
-from tests.conftest import Cli, ServerProcess
+from tests.conftest import Cli, ServerProcess, running_server
 
 pytestmark = pytest.mark.slow
 
@@ -37,12 +37,8 @@ LIVENESS_S = 3
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[ServerProcess]:
-    process = ServerProcess(tmp_path / "server-data", "--liveness-seconds", str(LIVENESS_S))
-    process.start()
-    try:
+    with running_server(tmp_path, "--liveness-seconds", str(LIVENESS_S)) as process:
         yield process
-    finally:
-        process.stop()
 
 
 def texts(messages: list[dict[str, Any]]) -> list[str]:

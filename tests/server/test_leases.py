@@ -12,7 +12,7 @@ import httpx
 import pytest
 from websockets.asyncio.client import connect
 
-from tests.conftest import ServerProcess
+from tests.conftest import ServerProcess, running_server
 from tests.server.test_bad_input import ALICE, BOB, auth, register, ws_url
 
 pytestmark = pytest.mark.slow
@@ -22,12 +22,8 @@ LEASE_DAYS = 3 / 86_400  # 3 s
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[ServerProcess]:
-    process = ServerProcess(tmp_path / "server-data", "--lease-days", repr(LEASE_DAYS))
-    process.start()
-    try:
+    with running_server(tmp_path, "--lease-days", repr(LEASE_DAYS)) as process:
         yield process
-    finally:
-        process.stop()
 
 
 @pytest.fixture

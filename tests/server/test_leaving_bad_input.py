@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import ServerProcess
+from tests.conftest import ServerProcess, running_server
 from tests.server.test_bad_input import ALICE, BOB, auth, error_code, register
 
 pytestmark = pytest.mark.slow
@@ -24,12 +24,8 @@ HEADER = "x-parley-carrier-secret"
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[ServerProcess]:
-    process = ServerProcess(tmp_path / "server-data", "--carrier-secret", SECRET)
-    process.start()
-    try:
+    with running_server(tmp_path, "--carrier-secret", SECRET) as process:
         yield process
-    finally:
-        process.stop()
 
 
 @pytest.fixture

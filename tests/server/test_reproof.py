@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import ServerProcess
+from tests.conftest import ServerProcess, running_server
 from tests.server.test_bad_input import ALICE, BOB, auth, register
 
 pytestmark = pytest.mark.slow
@@ -20,12 +20,8 @@ pytestmark = pytest.mark.slow
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[ServerProcess]:
     args = ("--reproof-days", repr(2 / 86_400), "--reproof-answer-seconds", "2")
-    process = ServerProcess(tmp_path / "server-data", *args)
-    process.start()
-    try:
+    with running_server(tmp_path, *args) as process:
         yield process
-    finally:
-        process.stop()
 
 
 @pytest.fixture
